@@ -1,0 +1,381 @@
+//! Command line: raw flags (argh) validated into one `Config` the rest of the daemon reads.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+/// edgemon: watch this host live from any browser on the LAN.
+#[derive(FromArgs, Debug, Default)]
+pub struct Flags {
+    /// address to serve HTTP and WebSocket on (default 0.0.0.0:9753)
+    #[argh(option, default = "String::from(\"0.0.0.0:9753\")")]
+    pub listen: String,
+    /// total WebSocket connections; beyond it the upgrade gets 503 (default 256)
+    #[argh(option, default = "String::from(\"256\")")]
+    pub max_connections: String,
+    /// websocket connections per client IP address; beyond it the upgrade gets 429 (default 5)
+    #[argh(option, default = "String::from(\"5\")")]
+    pub max_per_ip: String,
+    /// server ping period (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub ping_interval: String,
+    /// close a connection that has not answered a ping within this (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub pong_timeout: String,
+    /// close a connection with no subscription and no client frame for this long (default 300s)
+    #[argh(option, default = "String::from(\"300s\")")]
+    pub idle_timeout: String,
+    /// drop a connection whose socket write blocks longer than this (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub write_timeout: String,
+    /// frames queued per subscriber before the oldest is dropped (default 64)
+    #[argh(option, default = "String::from(\"64\")")]
+    pub send_queue: String,
+    /// how long an empty hub waits before stopping its producer (default 5s)
+    #[argh(option, default = "String::from(\"5s\")")]
+    pub hub_linger: String,
+    /// system samples kept in RAM and sent to a new subscriber (default 300s)
+    #[argh(option, default = "String::from(\"300s\")")]
+    pub history: String,
+    /// expose a log file as topic logs/NAME, as NAME=PATH (repeatable)
+    #[argh(option)]
+    pub log: Vec<String>,
+    /// expose a systemd unit's journal as topic logs/NAME, as NAME=UNIT (repeatable)
+    #[argh(option)]
+    pub journal: Vec<String>,
+    /// require the token in this file on every route but /healthz
+    #[argh(option)]
+    pub token_file: Option<String>,
+    /// extra browser origins allowed to open WebSockets (repeatable)
+    #[argh(option)]
+    pub allow_origin: Vec<String>,
+    /// error, warn, info, debug or trace (default info)
+    #[argh(option, default = "String::from(\"info\")")]
+    pub log_level: String,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Cap on WebSocket connections in total.
+    pub max_connections: usize,
+    /// Cap on WebSocket connections from one IP address.
+    pub max_per_ip: usize,
+    /// Server ping period.
+    pub ping_interval: Duration,
+    /// How long a ping may stay unanswered.
+    pub pong_timeout: Duration,
+    /// How long a connection may sit with no subscription and no client frame.
+    pub idle_timeout: Duration,
+    /// How long one socket write may block.
+    pub write_timeout: Duration,
+    /// Frames queued per subscriber before the oldest is dropped.
+    pub send_queue: usize,
+    /// How long an empty hub lingers before its producer stops.
+    pub hub_linger: Duration,
+    /// How much system history is kept in RAM.
+    pub history: Duration,
+    /// Log files exposed as `logs/NAME`.
+    pub logs: Vec<(String, PathBuf)>,
+    /// Journal units exposed as `logs/NAME`.
+    pub journals: Vec<(String, String)>,
+    /// Token file, if the token is required.
+    pub token_file: Option<PathBuf>,
+    /// Extra browser origins allowed to open WebSockets.
+    pub allow_origins: Vec<String>,
+    /// Log verbosity.
+    pub log_level: log::LevelFilter,
+    /// How long a client may take to send a complete request head (slowloris guard). Not a flag.
+    pub head_timeout: Duration,
+    /// Test-only hooks (the `panic` command, the `test/flood` topic). Never set by the binary.
+    #[doc(hidden)]
+    pub test_hooks: Option<TestHooks>,
+}
+
+/// Test-only behaviour, reachable only from in-process tests.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct TestHooks {
+    /// Period and payload size of the `test/flood` topic.
+    pub flood: (Duration, usize),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_flags(&Flags {
+            listen: "0.0.0.0:9753".into(),
+            max_connections: "256".into(),
+            max_per_ip: "5".into(),
+            ping_interval: "30s".into(),
+            pong_timeout: "10s".into(),
+            idle_timeout: "300s".into(),
+            write_timeout: "10s".into(),
+            send_queue: "64".into(),
+            hub_linger: "5s".into(),
+            history: "300s".into(),
+            log_level: "info".into(),
+            ..Flags::default()
+        })
+        .expect("the defaults are valid")
+    }
+}
+
+/// A flag with a value it cannot take.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FlagError {
+    /// The flag, as typed on the command line (`--max-per-ip`).
+    pub flag: &'static str,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl fmt::Display for FlagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid value for {}: {}", self.flag, self.message)
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+fn bad(flag: &'static str, message: impl Into<String>) -> FlagError {
+    FlagError {
+        flag,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Validates raw flags; the error names the flag and what it accepts.
+    pub fn from_flags(f: &Flags) -> Result<Config, FlagError> {
+        let listen = f.listen.parse::<SocketAddr>().map_err(|_| {
+            bad(
+                "--listen",
+                format!(
+                    "'{}' is not IP:PORT (e.g. 0.0.0.0:9753 or [::]:9753)",
+                    f.listen
+                ),
+            )
+        })?;
+        let max_connections = count("--max-connections", &f.max_connections, 1, 1_000_000)?;
+        let max_per_ip = count("--max-per-ip", &f.max_per_ip, 1, 1_000_000)?;
+        let send_queue = count("--send-queue", &f.send_queue, 1, 65_536)?;
+        let ping_interval = positive("--ping-interval", &f.ping_interval)?;
+        let pong_timeout = positive("--pong-timeout", &f.pong_timeout)?;
+        let idle_timeout = positive("--idle-timeout", &f.idle_timeout)?;
+        let write_timeout = positive("--write-timeout", &f.write_timeout)?;
+        let hub_linger = parse_duration(&f.hub_linger).map_err(|m| bad("--hub-linger", m))?;
+        let history = parse_duration(&f.history).map_err(|m| bad("--history", m))?;
+        if history > Duration::from_secs(24 * 3600) {
+            return Err(bad("--history", "at most 24h of samples are kept in RAM"));
+        }
+        let logs = f
+            .log
+            .iter()
+            .map(|s| name_value("--log", s))
+            .map(|r| r.map(|(n, v)| (n, PathBuf::from(v))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let journals = f
+            .journal
+            .iter()
+            .map(|s| name_value("--journal", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut names: Vec<&str> = logs.iter().map(|(n, _)| n.as_str()).collect();
+        names.extend(journals.iter().map(|(n, _)| n.as_str()));
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(
+                "--log",
+                format!(
+                    "log name '{}' is given twice (--log and --journal share names)",
+                    w[0]
+                ),
+            ));
+        }
+        let log_level = match f.log_level.to_ascii_lowercase().as_str() {
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            other => {
+                return Err(bad(
+                    "--log-level",
+                    format!("'{other}' is not one of error, warn, info, debug, trace"),
+                ));
+            }
+        };
+        for o in &f.allow_origin {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                return Err(bad(
+                    "--allow-origin",
+                    format!("'{o}' is not an origin like http://host:port (no trailing slash)"),
+                ));
+            }
+        }
+        Ok(Config {
+            listen,
+            max_connections,
+            max_per_ip,
+            ping_interval,
+            pong_timeout,
+            idle_timeout,
+            write_timeout,
+            send_queue,
+            hub_linger,
+            history,
+            logs,
+            journals,
+            token_file: f.token_file.as_ref().map(PathBuf::from),
+            allow_origins: f.allow_origin.clone(),
+            log_level,
+            head_timeout: Duration::from_secs(10),
+            test_hooks: None,
+        })
+    }
+}
+
+/// A whole number within `min..=max`.
+fn count(flag: &'static str, s: &str, min: usize, max: usize) -> Result<usize, FlagError> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad(
+            flag,
+            format!("'{s}' is not a whole number from {min} to {max}"),
+        )),
+    }
+}
+
+/// A duration above zero.
+fn positive(flag: &'static str, s: &str) -> Result<Duration, FlagError> {
+    match parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(bad(flag, "must be longer than zero")),
+        Err(m) => Err(bad(flag, m)),
+    }
+}
+
+/// `NAME=VALUE` where NAME is a safe topic suffix.
+fn name_value(flag: &'static str, s: &str) -> Result<(String, String), FlagError> {
+    let Some((name, value)) = s.split_once('=') else {
+        return Err(bad(flag, format!("'{s}' is not NAME=VALUE")));
+    };
+    // SECURITY: names become URL path segments (`/ws/logs/NAME`); keep them to a plain alphabet so a
+    // name can never look like a path or need escaping.
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.');
+    if !ok {
+        return Err(bad(
+            flag,
+            format!("name '{name}' must be 1-64 of A-Z a-z 0-9 - _ . and not start with '.'"),
+        ));
+    }
+    if value.is_empty() {
+        return Err(bad(flag, format!("'{s}' has nothing after '='")));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h` or bare seconds (`30`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let err = || format!("'{s}' is not a duration like 500ms, 30s, 5m, 1h or 30");
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(err)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(err)?),
+        _ => return Err(err()),
+    };
+    if d > Duration::from_secs(365 * 24 * 3600) {
+        return Err(format!("'{s}' is longer than a year"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Result<Config, String> {
+        let f = Flags::from_args(&["edgemon"], args).map_err(|e| e.output)?;
+        Config::from_flags(&f).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = flags(&[]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9753".parse().unwrap());
+        assert_eq!(c.max_connections, 256);
+        assert_eq!(c.max_per_ip, 5);
+        assert_eq!(c.ping_interval, Duration::from_secs(30));
+        assert_eq!(c.pong_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.send_queue, 64);
+        assert_eq!(c.hub_linger, Duration::from_secs(5));
+        assert_eq!(c.history, Duration::from_secs(300));
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn durations_accept_every_documented_form() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        for bad in ["", "s", "-1s", "1.5s", "10x", "ms", "99999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn every_bad_value_names_its_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--listen", "nowhere"], "--listen"),
+            (&["--max-connections", "0"], "--max-connections"),
+            (&["--max-per-ip", "x"], "--max-per-ip"),
+            (&["--ping-interval", "0s"], "--ping-interval"),
+            (&["--pong-timeout", "soon"], "--pong-timeout"),
+            (&["--idle-timeout", "1y"], "--idle-timeout"),
+            (&["--write-timeout", "-3"], "--write-timeout"),
+            (&["--send-queue", "0"], "--send-queue"),
+            (&["--hub-linger", "abc"], "--hub-linger"),
+            (&["--history", "48h"], "--history"),
+            (&["--log", "syslog"], "--log"),
+            (&["--log", "../x=/var/log/syslog"], "--log"),
+            (&["--journal", "ssh="], "--journal"),
+            (&["--log-level", "loud"], "--log-level"),
+            (&["--allow-origin", "evil.com"], "--allow-origin"),
+        ];
+        for (args, flag) in cases {
+            let err = flags(args).unwrap_err();
+            assert!(err.contains(flag), "{args:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn log_names_must_be_unique_across_log_and_journal() {
+        let err = flags(&["--log", "a=/tmp/a", "--journal", "a=ssh.service"]).unwrap_err();
+        assert!(err.contains("given twice"), "{err}");
+    }
+
+    #[test]
+    fn zero_linger_and_zero_history_are_allowed() {
+        let c = flags(&["--hub-linger", "0", "--history", "0s"]).unwrap();
+        assert!(c.hub_linger.is_zero());
+        assert!(c.history.is_zero());
+    }
+}

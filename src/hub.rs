@@ -1,0 +1,556 @@
+//! Hubs: one per topic, each an explicit list of subscribers, created with its first subscriber and
+//! removed (producer stopped) once its last subscriber has been gone for `--hub-linger`.
+//!
+//! The registry lock covers both "find or create a hub" and "remove a hub", and a hub is marked
+//! closed only while that lock is held, so a subscriber can never attach to a hub that is being torn
+//! down: it either finds the live hub (and cancels its pending teardown) or creates a new one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_channel::Sender;
+use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+use smol::{Executor, Task, Timer};
+
+/// A boxed producer future: it publishes into its hub until cancelled.
+pub type ProducerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What topics exist and how to feed them.
+pub trait Catalog: Send + Sync + 'static {
+    /// The producer for `topic`, or `None` when no such topic exists (the subscriber gets "unknown topic").
+    fn producer(&self, topic: &str, hub: Weak<Hub>) -> Option<ProducerFuture>;
+}
+
+/// One serialized frame, shared by every subscriber that receives it.
+#[derive(Clone, Debug)]
+pub struct Frame(Arc<FrameInner>);
+
+#[derive(Debug)]
+struct FrameInner {
+    /// The topic, so a connection can tell its subscriptions' frames apart.
+    topic: Arc<str>,
+    /// The frame's `seq`, so a connection can skip frames its history already covered.
+    seq: u64,
+    /// The JSON text, serialized once.
+    text: Utf8Bytes,
+    /// The publishing hub's drop counter, charged if a full queue pushes this frame out.
+    dropped: Arc<AtomicU64>,
+}
+
+impl Frame {
+    /// The topic this frame belongs to.
+    pub fn topic(&self) -> &str {
+        &self.0.topic
+    }
+
+    /// The frame's sequence number within its topic.
+    pub fn seq(&self) -> u64 {
+        self.0.seq
+    }
+
+    /// The serialized JSON (a cheap reference-counted clone).
+    pub fn text(&self) -> Utf8Bytes {
+        self.0.text.clone()
+    }
+}
+
+/// A topic's hub.
+pub struct Hub {
+    /// The topic name, shared with every frame.
+    topic: Arc<str>,
+    /// Subscribers and lifecycle; a std lock, never held across an await or while dropping a task.
+    state: Mutex<HubState>,
+    /// Frames lost from full subscriber queues (for `/api/websocket/stats`).
+    dropped: Arc<AtomicU64>,
+    /// The numbering for producers that do not bring their own `seq`.
+    next_seq: AtomicU64,
+}
+
+struct HubState {
+    /// The explicit subscriber list: one bounded sender per subscribed connection.
+    subscribers: Vec<Subscriber>,
+    /// The producer task; dropping it cancels the producer.
+    producer: Option<Task<()>>,
+    /// Bumped each time the list becomes empty; a linger timer only reaps the epoch it was armed for.
+    empty_epoch: u64,
+    /// Set (under the registry lock) when the hub leaves the registry; nothing attaches after that.
+    closed: bool,
+}
+
+struct Subscriber {
+    /// The subscription's id, to find it again on unsubscribe.
+    id: u64,
+    /// The connection's queue; `force_send` drops the oldest frame when it is full.
+    tx: Sender<Frame>,
+}
+
+impl Hub {
+    /// The topic this hub serves.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The next frame number for producers that number frames by hub.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Current subscriber count.
+    pub fn subscribers(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    /// Frames dropped from full queues since the hub was created.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panic while holding this lock leaves plain data behind; carry on with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends one serialized frame to every subscriber without ever waiting: a full queue loses its
+    /// oldest frame. Returns how many subscribers it reached.
+    pub fn publish(&self, seq: u64, text: Utf8Bytes) -> usize {
+        let frame = Frame(Arc::new(FrameInner {
+            topic: self.topic.clone(),
+            seq,
+            text,
+            dropped: self.dropped.clone(),
+        }));
+        let mut st = self.lock();
+        st.subscribers
+            .retain(|s| match s.tx.force_send(frame.clone()) {
+                Ok(None) => true,
+                Ok(Some(old)) => {
+                    old.0.dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                // The connection dropped its receiver; its Subscription will find itself already gone.
+                Err(_) => false,
+            });
+        st.subscribers.len()
+    }
+
+    /// Removes a subscriber; returns the new empty epoch if that emptied the hub.
+    fn remove(&self, id: u64) -> Option<u64> {
+        let mut st = self.lock();
+        let before = st.subscribers.len();
+        st.subscribers.retain(|s| s.id != id);
+        if before > 0 && st.subscribers.is_empty() && !st.closed {
+            st.empty_epoch += 1;
+            Some(st.empty_epoch)
+        } else {
+            None
+        }
+    }
+}
+
+/// Live figures of one hub.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HubStats {
+    /// The topic.
+    pub topic: String,
+    /// Subscribers now.
+    pub subscribers: usize,
+    /// Frames dropped from full queues.
+    pub dropped_frames: u64,
+}
+
+/// All live hubs, by topic.
+pub struct Registry {
+    /// The hubs; this lock also serializes creation against removal (see the module docs).
+    hubs: Mutex<BTreeMap<Arc<str>, Arc<Hub>>>,
+    /// Which topics exist and what feeds them.
+    catalog: Arc<dyn Catalog>,
+    /// Where producers and linger timers run; weak so that tasks never keep their executor alive.
+    ex: Weak<Executor<'static>>,
+    /// How long an empty hub waits before it is removed.
+    linger: Duration,
+    /// Subscription ids.
+    next_id: AtomicU64,
+    /// Called after a hub is created or removed (stats watchers, tests).
+    on_change: Box<dyn Fn() + Send + Sync>,
+}
+
+/// The topic is not one the catalog knows.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UnknownTopic;
+
+impl std::fmt::Display for UnknownTopic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("unknown topic")
+    }
+}
+
+impl Registry {
+    /// A registry whose hubs run their producers and linger timers on `ex`.
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        ex: Weak<Executor<'static>>,
+        linger: Duration,
+        on_change: Box<dyn Fn() + Send + Sync>,
+    ) -> Arc<Registry> {
+        Arc::new(Registry {
+            hubs: Mutex::new(BTreeMap::new()),
+            catalog,
+            ex,
+            linger,
+            next_id: AtomicU64::new(1),
+            on_change,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, Arc<Hub>>> {
+        self.hubs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `tx` to the topic's hub, creating the hub and starting its producer if needed.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        topic: &str,
+        tx: &Sender<Frame>,
+    ) -> Result<Subscription, UnknownTopic> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut created = false;
+        let hub = {
+            let mut hubs = self.lock();
+            let hub = match hubs.get(topic) {
+                Some(hub) => hub.clone(),
+                None => {
+                    let hub = Arc::new(Hub {
+                        topic: Arc::from(topic),
+                        state: Mutex::new(HubState {
+                            subscribers: Vec::new(),
+                            producer: None,
+                            empty_epoch: 0,
+                            closed: false,
+                        }),
+                        dropped: Arc::new(AtomicU64::new(0)),
+                        next_seq: AtomicU64::new(0),
+                    });
+                    let fut = self
+                        .catalog
+                        .producer(topic, Arc::downgrade(&hub))
+                        .ok_or(UnknownTopic)?;
+                    // Without an executor the daemon is shutting down: the hub simply has no producer.
+                    let task = self.ex.upgrade().map(|ex| ex.spawn(fut));
+                    hub.lock().producer = task;
+                    hubs.insert(hub.topic.clone(), hub.clone());
+                    created = true;
+                    log::debug!("hub {topic} created");
+                    hub
+                }
+            };
+            let mut st = hub.lock();
+            debug_assert!(!st.closed, "a closed hub is never in the registry");
+            st.subscribers.push(Subscriber { id, tx: tx.clone() });
+            drop(st);
+            hub
+        };
+        if created {
+            (self.on_change)();
+        }
+        Ok(Subscription {
+            registry: self.clone(),
+            hub,
+            id,
+        })
+    }
+
+    /// Arms the linger timer of a hub that just became empty (or reaps it at once with no linger).
+    fn hub_emptied(self: &Arc<Self>, hub: &Arc<Hub>, epoch: u64) {
+        if self.linger.is_zero() {
+            self.reap(hub, epoch);
+            return;
+        }
+        let Some(ex) = self.ex.upgrade() else {
+            // Shutting down: the executor is going away and takes every hub with it.
+            return;
+        };
+        let registry = Arc::downgrade(self);
+        let hub = hub.clone();
+        let linger = self.linger;
+        ex.spawn(async move {
+            Timer::after(linger).await;
+            if let Some(registry) = registry.upgrade() {
+                registry.reap(&hub, epoch);
+            }
+        })
+        .detach();
+    }
+
+    /// Removes the hub and stops its producer if it is still empty since `epoch`.
+    fn reap(&self, hub: &Arc<Hub>, epoch: u64) {
+        let producer = {
+            let mut hubs = self.lock();
+            let current = hubs.get(hub.topic()).is_some_and(|h| Arc::ptr_eq(h, hub));
+            let mut st = hub.lock();
+            if !current || st.closed || !st.subscribers.is_empty() || st.empty_epoch != epoch {
+                return;
+            }
+            st.closed = true;
+            let producer = st.producer.take();
+            drop(st);
+            hubs.remove(hub.topic());
+            producer
+        };
+        // Cancel the producer outside every lock: its drop code may take locks of its own.
+        drop(producer);
+        log::debug!("hub {} removed", hub.topic());
+        (self.on_change)();
+    }
+
+    /// Number of live hubs.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no hub is live.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The live hub of `topic`, if any.
+    pub fn get(&self, topic: &str) -> Option<Arc<Hub>> {
+        self.lock().get(topic).cloned()
+    }
+
+    /// Figures of every live hub, by topic.
+    pub fn stats(&self) -> Vec<HubStats> {
+        let hubs: Vec<Arc<Hub>> = self.lock().values().cloned().collect();
+        hubs.iter()
+            .map(|h| HubStats {
+                topic: h.topic().to_string(),
+                subscribers: h.subscribers(),
+                dropped_frames: h.dropped(),
+            })
+            .collect()
+    }
+}
+
+/// One connection's subscription to one topic; dropping it unsubscribes.
+pub struct Subscription {
+    /// To arm the linger timer when this was the last subscriber.
+    registry: Arc<Registry>,
+    /// The hub subscribed to.
+    hub: Arc<Hub>,
+    /// This subscription's entry in the hub's list.
+    id: u64,
+}
+
+impl Subscription {
+    /// The hub this subscription is attached to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(epoch) = self.hub.remove(self.id) {
+            self.registry.hub_emptied(&self.hub, epoch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// Counts live producers of the topic `t` and publishes a numbered frame every millisecond.
+    struct Counting {
+        live: Arc<AtomicUsize>,
+        started: Arc<AtomicUsize>,
+    }
+
+    struct LiveGuard(Arc<AtomicUsize>);
+    impl Drop for LiveGuard {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Catalog for Counting {
+        fn producer(&self, topic: &str, hub: Weak<Hub>) -> Option<ProducerFuture> {
+            if topic != "t" {
+                return None;
+            }
+            self.live.fetch_add(1, Ordering::SeqCst);
+            self.started.fetch_add(1, Ordering::SeqCst);
+            let guard = LiveGuard(self.live.clone());
+            Some(Box::pin(async move {
+                let _guard = guard;
+                loop {
+                    Timer::after(Duration::from_millis(1)).await;
+                    let Some(hub) = hub.upgrade() else { return };
+                    let seq = hub.next_seq();
+                    hub.publish(seq, Utf8Bytes::from(format!("{seq}")));
+                }
+            }))
+        }
+    }
+
+    struct Fixture {
+        ex: Arc<Executor<'static>>,
+        registry: Arc<Registry>,
+        live: Arc<AtomicUsize>,
+        started: Arc<AtomicUsize>,
+        stop: Sender<()>,
+        threads: Vec<std::thread::JoinHandle<()>>,
+    }
+
+    fn fixture(linger: Duration, threads: usize) -> Fixture {
+        let ex = Arc::new(Executor::new());
+        let live = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let catalog = Arc::new(Counting {
+            live: live.clone(),
+            started: started.clone(),
+        });
+        let registry = Registry::new(catalog, Arc::downgrade(&ex), linger, Box::new(|| {}));
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let threads = (0..threads)
+            .map(|_| {
+                let ex = ex.clone();
+                let stopped = stopped.clone();
+                std::thread::spawn(move || {
+                    let _ = smol::block_on(ex.run(stopped.recv()));
+                })
+            })
+            .collect();
+        Fixture {
+            ex,
+            registry,
+            live,
+            started,
+            stop,
+            threads,
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            self.stop.close();
+            for t in self.threads.drain(..) {
+                t.join().unwrap();
+            }
+        }
+    }
+
+    /// Waits (bounded) until `f` holds, checking as the executor makes progress.
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn unknown_topic_creates_nothing() {
+        let fx = fixture(Duration::ZERO, 1);
+        let (tx, _rx) = async_channel::bounded(4);
+        assert!(fx.registry.subscribe("nope", &tx).is_err());
+        assert_eq!(fx.registry.len(), 0);
+        assert_eq!(fx.started.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn last_unsubscribe_stops_producer_after_linger_and_resubscribe_recreates() {
+        let fx = fixture(Duration::from_millis(50), 1);
+        let (tx, rx) = async_channel::bounded(4);
+        let a = fx.registry.subscribe("t", &tx).unwrap();
+        let b = fx.registry.subscribe("t", &tx).unwrap();
+        assert_eq!(fx.registry.len(), 1);
+        assert_eq!(fx.started.load(Ordering::SeqCst), 1, "one producer per hub");
+        smol::block_on(rx.recv()).unwrap();
+        drop(a);
+        drop(b);
+        // Lingering: the hub is still there right after the last subscriber left.
+        assert_eq!(fx.registry.len(), 1);
+        eventually("hub removal", || fx.registry.is_empty());
+        eventually("producer stop", || fx.live.load(Ordering::SeqCst) == 0);
+        let c = fx.registry.subscribe("t", &tx).unwrap();
+        assert_eq!(
+            fx.started.load(Ordering::SeqCst),
+            2,
+            "a new hub, a new producer"
+        );
+        assert_eq!(c.hub().subscribers(), 1);
+    }
+
+    #[test]
+    fn resubscribe_during_linger_keeps_the_same_hub() {
+        let fx = fixture(Duration::from_millis(100), 1);
+        let (tx, _rx) = async_channel::bounded(4);
+        let a = fx.registry.subscribe("t", &tx).unwrap();
+        let first = a.hub().clone();
+        drop(a);
+        let b = fx.registry.subscribe("t", &tx).unwrap();
+        assert!(Arc::ptr_eq(&first, b.hub()));
+        // Past the first linger, the hub is still in use and must survive.
+        smol::block_on(Timer::after(Duration::from_millis(250)));
+        assert!(Arc::ptr_eq(&fx.registry.get("t").unwrap(), b.hub()));
+        assert_eq!(fx.started.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_and_counts_it() {
+        let fx = fixture(Duration::ZERO, 1);
+        let (tx, rx) = async_channel::bounded(2);
+        let sub = fx.registry.subscribe("t", &tx).unwrap();
+        let hub = sub.hub().clone();
+        // The producer publishes every millisecond; this reader never reads until the queue overflowed.
+        eventually("drops", || hub.dropped() >= 3);
+        assert_eq!(rx.len(), 2, "the queue never grows past its bound");
+        let a = rx.try_recv().unwrap().seq();
+        let b = rx.try_recv().unwrap().seq();
+        assert!(
+            a > 1 && b > a,
+            "the oldest frames were the ones dropped ({a}, {b})"
+        );
+        drop(sub);
+    }
+
+    /// Many threads subscribe and unsubscribe at once while empty hubs are reaped immediately:
+    /// every subscription must land on the registry's live hub, and at the end nothing is left.
+    #[test]
+    fn subscribe_racing_teardown_never_attaches_to_a_dead_hub() {
+        let fx = fixture(Duration::ZERO, 2);
+        let registry = fx.registry.clone();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let registry = registry.clone();
+                std::thread::spawn(move || {
+                    let (tx, _rx) = async_channel::bounded(1);
+                    for i in 0..5_000 {
+                        let sub = registry.subscribe("t", &tx).unwrap();
+                        let live = registry.get("t").expect("a subscribed hub is registered");
+                        assert!(Arc::ptr_eq(&live, sub.hub()), "attached to a dead hub");
+                        if i % 7 == 0 {
+                            std::thread::yield_now();
+                        }
+                        drop(sub);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(registry.len(), 0, "no hub outlives its subscribers");
+        eventually("every producer stopped", || {
+            fx.live.load(Ordering::SeqCst) == 0
+        });
+        assert!(fx.started.load(Ordering::SeqCst) >= 1);
+        drop(fx.ex.clone());
+    }
+}

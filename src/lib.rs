@@ -1,0 +1,29 @@
+//! edgemon: a small daemon that streams a Linux host's vital signs to browsers on the LAN.
+//!
+//! Data flows through these modules, in order:
+//!
+//! - [`sampler`]: one `std::thread` measures the host every second and caches the sample (and a
+//!   RAM ring of history); nothing on the request path ever measures.
+//! - [`topics`]: the catalogue of topics and their producers, started per hub.
+//! - [`hub`]: one hub per topic with an explicit subscriber list of bounded channels; created with
+//!   its first subscriber, removed (producer stopped) after its last one leaves.
+//! - [`connection`]: one smol task per WebSocket; forwards frames, answers commands, pings, and
+//!   always closes explicitly. Its [`limits::ConnSlot`] gives its place back on every exit path.
+//! - [`http`] and [`routes`]: a GET-only HTTP/1.1 layer on httparse, and the routes.
+//! - [`server`]: the accept loop, the upgrade, admission and shutdown.
+//! - [`config`]: flags, validated.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod routes;
+pub mod sampler;
+pub mod server;
+pub mod topics;
+
+pub use config::{Config, Flags};
+pub use server::{Server, ServerHandle};

@@ -1,0 +1,480 @@
+//! The server: shared state, the accept loop, one HTTP task per TCP connection, the WebSocket
+//! upgrade, and a shutdown that closes every client and drains within a bound.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use event_listener::{Event, Listener};
+use smol::future::FutureExt;
+use smol::net::TcpStream;
+use smol::{Async, Executor, Timer};
+
+use crate::config::Config;
+use crate::connection::{self, panic_message};
+use crate::http::{self, HeadError, Request, Response};
+use crate::hub::Registry;
+use crate::limits::{Limits, Rejection};
+use crate::routes::{self, Routed};
+use crate::sampler::Sampler;
+use crate::topics::Topics;
+
+/// How long shutdown waits for connections to close before exiting anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State shared by every task of one daemon.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// Admission counters (global and per IP).
+    pub limits: Arc<Limits>,
+    /// Live hubs.
+    pub registry: Arc<Registry>,
+    /// Which topics exist.
+    pub topics: Arc<Topics>,
+    /// The measuring thread's cache.
+    pub sampler: Arc<Sampler>,
+    /// Closed at shutdown; every task races its waits against it.
+    pub shutdown: Receiver<()>,
+    /// Notified when connections or hubs change (stats watchers, tests).
+    pub changed: Arc<Event>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Where tasks are spawned; weak so no task keeps the executor (and so itself) alive.
+    ex: Weak<Executor<'static>>,
+}
+
+impl App {
+    /// `/api/websocket/stats`, live.
+    pub fn stats(&self) -> serde_json::Value {
+        let (per_ip, total) = self.limits.rejected();
+        serde_json::json!({
+            "status": "healthy",
+            "active_connections": self.limits.active(),
+            "max_connections": self.limits.max_total,
+            "max_per_ip": self.limits.max_per_ip,
+            "hubs": self.registry.stats(),
+            "connections_total": self.limits.connections_total(),
+            "rejected_total": per_ip + total,
+            "rejected": { "per_ip": per_ip, "max_connections": total },
+            "producers": self.topics.running(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+        })
+    }
+}
+
+/// A bound, not yet running daemon.
+pub struct Server {
+    /// Shared state.
+    app: Arc<App>,
+    /// The executor every task of this daemon runs on; dropped after the drain.
+    ex: Arc<Executor<'static>>,
+    /// The listening socket.
+    listener: Async<TcpListener>,
+    /// Closing it tells every task to wind down.
+    shutdown_tx: Sender<()>,
+}
+
+impl Server {
+    /// Binds the listening socket and starts the sampler thread.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let listener = Async::<TcpListener>::bind(config.listen)?;
+        let ex = Arc::new(Executor::new());
+        let changed = Arc::new(Event::new());
+        let notify = |e: &Arc<Event>| {
+            let e = e.clone();
+            Box::new(move || {
+                e.notify(usize::MAX);
+            }) as Box<dyn Fn() + Send + Sync>
+        };
+        let sampler = Arc::new(Sampler::start(config.history)?);
+        let flood = config.test_hooks.as_ref().map(|h| h.flood);
+        let topics = Arc::new(Topics::new(sampler.clone(), flood));
+        let registry = Registry::new(
+            topics.clone(),
+            Arc::downgrade(&ex),
+            config.hub_linger,
+            notify(&changed),
+        );
+        let limits = Arc::new(Limits::new(
+            config.max_connections,
+            config.max_per_ip,
+            notify(&changed),
+        ));
+        let (shutdown_tx, shutdown) = async_channel::bounded(1);
+        let app = Arc::new(App {
+            config,
+            limits,
+            registry,
+            topics,
+            sampler,
+            shutdown,
+            changed,
+            started: Instant::now(),
+            ex: Arc::downgrade(&ex),
+        });
+        Ok(Server {
+            app,
+            ex,
+            listener,
+            shutdown_tx,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.get_ref().local_addr()
+    }
+
+    /// The shared state.
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Serves on the current thread until `stop` completes, then closes every client (1001) and
+    /// returns once all connections are gone or `DRAIN_TIMEOUT` has passed.
+    pub fn run(self, stop: impl Future<Output = ()> + Send + 'static) {
+        let Server {
+            app,
+            ex,
+            listener,
+            shutdown_tx,
+        } = self;
+        let main = {
+            let ex = ex.clone();
+            let app = app.clone();
+            async move {
+                // Every accepted socket's task holds a clone; the channel closes when all are done.
+                let (drain_tx, drain_rx) = async_channel::bounded::<()>(1);
+                accept_loop(&ex, &app, &listener, &drain_tx, stop).await;
+                drop(listener);
+                log::info!(
+                    "shutting down: closing {} connection(s)",
+                    app.limits.active()
+                );
+                shutdown_tx.close();
+                drop(drain_tx);
+                let drained = async {
+                    // Errs when every task's sender is gone, which is exactly what we wait for.
+                    let _ = drain_rx.recv().await;
+                    true
+                }
+                .or(async {
+                    Timer::after(DRAIN_TIMEOUT).await;
+                    false
+                })
+                .await;
+                if !drained {
+                    log::warn!(
+                        "shutdown: {} connection(s) still open after {DRAIN_TIMEOUT:?}, dropping them",
+                        app.limits.active()
+                    );
+                }
+            }
+        };
+        smol::block_on(ex.run(main));
+        // Dropping the executor drops every task still in it; their guards give their places back.
+        drop(ex);
+    }
+}
+
+/// Accepts connections until `stop` completes.
+async fn accept_loop(
+    ex: &Executor<'static>,
+    app: &Arc<App>,
+    listener: &Async<TcpListener>,
+    drain: &Sender<()>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let next = async { Some(listener.accept().await) }
+            .or(async {
+                (&mut stop).await;
+                None
+            })
+            .await;
+        match next {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                let app = app.clone();
+                let drain = drain.clone();
+                ex.spawn(async move {
+                    let task = serve_http(app, TcpStream::from(stream), peer);
+                    if let Err(p) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                        log::error!("http {peer}: task panicked: {}", panic_message(&*p));
+                    }
+                    drop(drain);
+                })
+                .detach();
+            }
+            Some(Err(e)) => {
+                // Out of file descriptors or similar: say so, back off briefly, keep serving.
+                log::warn!("accept failed: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP requests on one TCP connection until it closes or upgrades.
+async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
+    // Replies are tiny: let them go out at once.
+    let _ = stream.set_nodelay(true);
+    let head_timeout = app.config.head_timeout;
+    let write_timeout = app.config.write_timeout;
+    let mut buf = Vec::new();
+    loop {
+        let head = async { Some(http::read_head(&mut stream, &mut buf, head_timeout).await) }
+            .or(async {
+                let _ = app.shutdown.recv().await;
+                None
+            })
+            .await;
+        let req = match head {
+            None | Some(Ok(None)) => break,
+            Some(Ok(Some(req))) => req,
+            Some(Err(HeadError::Timeout)) => {
+                log::debug!("http {peer}: request head timed out");
+                break;
+            }
+            Some(Err(HeadError::Io(_))) => break,
+            Some(Err(HeadError::TooLarge)) => {
+                let r = Response::error(431, "request head too large (limit 8 KiB)");
+                let _ = http::write_all(&mut stream, &r.to_bytes(false), write_timeout).await;
+                break;
+            }
+            Some(Err(HeadError::Malformed(why))) => {
+                let r = Response::error(400, &format!("malformed request: {why}"));
+                let _ = http::write_all(&mut stream, &r.to_bytes(false), write_timeout).await;
+                break;
+            }
+        };
+        let keep_alive = req.keep_alive() && !req.has_body;
+        match routes::route(&app, &req) {
+            Routed::Response(r) => {
+                let bytes = r.to_bytes(keep_alive);
+                if http::write_all(&mut stream, &bytes, write_timeout)
+                    .await
+                    .is_err()
+                    || !keep_alive
+                {
+                    break;
+                }
+            }
+            Routed::Upgrade(topic) => {
+                upgrade(&app, req, stream, buf, peer, topic).await;
+                return;
+            }
+        }
+    }
+    // The peer may be gone already.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Checks a WebSocket upgrade, admits it, answers 101, and starts the connection task.
+async fn upgrade(
+    app: &Arc<App>,
+    req: Request,
+    mut stream: TcpStream,
+    leftover: Vec<u8>,
+    peer: SocketAddr,
+    topic: Option<String>,
+) {
+    let write_timeout = app.config.write_timeout;
+    let refuse = |r: Response| r.to_bytes(false);
+    let answer = match check_upgrade(&req) {
+        Err(r) => Err(refuse(r)),
+        Ok(key) => match app.limits.try_acquire(peer) {
+            Err(Rejection::PerIp) => {
+                log::warn!(
+                    "ws {peer}: refused, per-IP limit {} reached",
+                    app.limits.max_per_ip
+                );
+                Err(refuse(
+                    Response::error(
+                        429,
+                        &format!(
+                            "too many connections from this address (limit {})",
+                            app.limits.max_per_ip
+                        ),
+                    )
+                    .with("Retry-After", "5"),
+                ))
+            }
+            Err(Rejection::Total) => {
+                log::warn!(
+                    "ws {peer}: refused, limit of {} connections reached",
+                    app.limits.max_total
+                );
+                Err(refuse(
+                    Response::error(
+                        503,
+                        &format!(
+                            "server is at its connection limit ({})",
+                            app.limits.max_total
+                        ),
+                    )
+                    .with("Retry-After", "5"),
+                ))
+            }
+            Ok(slot) => Ok((slot, key)),
+        },
+    };
+    let (slot, key) = match answer {
+        Err(bytes) => {
+            let _ = http::write_all(&mut stream, &bytes, write_timeout).await;
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        Ok(x) => x,
+    };
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    if let Err(e) = http::write_all(&mut stream, head.as_bytes(), write_timeout).await {
+        log::debug!("ws {peer}: handshake write failed: {e}");
+        return; // dropping the slot gives the place back
+    }
+    log::info!(
+        "ws open {peer} path={} remaining={}",
+        req.path,
+        app.limits.active()
+    );
+    // A task of its own, so the HTTP task's state (buffers, parser) is freed now.
+    let Some(ex) = app.ex.upgrade() else { return };
+    let app = app.clone();
+    ex.spawn(async move {
+        connection::serve(app, stream, leftover, slot, topic).await;
+    })
+    .detach();
+}
+
+/// Validates the upgrade headers; returns the client key or the refusal.
+fn check_upgrade(req: &Request) -> Result<String, Response> {
+    let is_ws = req
+        .upgrade
+        .as_deref()
+        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    if !is_ws {
+        return Err(Response::error(426, "this route needs a WebSocket upgrade")
+            .with("Upgrade", "websocket"));
+    }
+    if req.version != 1 {
+        return Err(Response::error(400, "WebSocket needs HTTP/1.1"));
+    }
+    if !req.connection_upgrade() {
+        return Err(Response::error(400, "missing Connection: Upgrade"));
+    }
+    if req.ws_version.as_deref() != Some("13") {
+        return Err(
+            Response::error(426, "unsupported Sec-WebSocket-Version (expected 13)")
+                .with("Sec-WebSocket-Version", "13"),
+        );
+    }
+    match req.ws_key.as_deref() {
+        Some(k) if valid_key(k) => Ok(k.to_string()),
+        _ => Err(Response::error(
+            400,
+            "missing or malformed Sec-WebSocket-Key",
+        )),
+    }
+}
+
+/// A key is base64 of 16 bytes: 22 base64 characters then `==`.
+fn valid_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+/// A daemon running on a thread of its own, for tests and embedding; dropping it shuts it down.
+pub struct ServerHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state.
+    pub app: Arc<App>,
+    /// Closing it stops the daemon.
+    stop: Sender<()>,
+    /// The serving thread.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Binds (use port 0 in tests) and serves on a new thread.
+    pub fn start(config: Config) -> io::Result<ServerHandle> {
+        let server = Server::bind(config)?;
+        let addr = server.local_addr()?;
+        let app = server.app();
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("edgemon".into())
+            .spawn(move || {
+                server.run(async move {
+                    let _ = stopped.recv().await;
+                })
+            })?;
+        Ok(ServerHandle {
+            addr,
+            app,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits until `pred` holds for the live stats, waking on every change; false on timeout.
+    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listener = self.app.changed.listen();
+            if pred(&self.app.stats()) {
+                return true;
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return pred(&self.app.stats());
+            }
+        }
+    }
+
+    /// Stops the daemon and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.close();
+        if let Some(t) = self.thread.take() {
+            // A panic on the serving thread was already printed; the test will notice the effects.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_keys_are_checked() {
+        assert!(valid_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!valid_key("dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!valid_key("dGhlIHNhbXBsZSBub25jZ!=="));
+        assert!(!valid_key(""));
+    }
+}

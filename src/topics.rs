@@ -1,0 +1,237 @@
+//! The topics edgemon serves and their producers: what a hub runs while it has subscribers, and
+//! what a new subscriber receives first (the backfill).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+
+use crate::hub::{Catalog, Hub, ProducerFuture};
+use crate::sampler::{Sample, Sampler, unix_ms};
+
+/// Topic of the host sample, published at 1 Hz.
+pub const SYSTEM: &str = "system";
+/// Test-only topic that publishes padded frames fast (see `TestHooks`).
+pub const FLOOD: &str = "test/flood";
+/// A history frame stays under this many bytes: tungstenite keeps its write buffer at the size of
+/// the largest frame a connection ever sent, so one huge frame would cost every dashboard for life.
+pub const MAX_HISTORY_FRAME: usize = 8 * 1024;
+
+/// The daemon's topic catalogue.
+pub struct Topics {
+    /// Source of the `system` topic.
+    sampler: Arc<Sampler>,
+    /// Period and payload size of `test/flood`, only in tests.
+    flood: Option<(Duration, usize)>,
+    /// Producers running now; a producer that outlived its hub would show here.
+    running: Arc<AtomicUsize>,
+}
+
+/// What a new subscriber gets before live frames.
+pub struct Backfill {
+    /// Frames to send, in order.
+    pub frames: Vec<Utf8Bytes>,
+    /// Live frames with `seq` up to this are already covered by `frames` and are skipped.
+    pub covers_seq: u64,
+}
+
+impl Topics {
+    /// The catalogue over the given sources.
+    pub fn new(sampler: Arc<Sampler>, flood: Option<(Duration, usize)>) -> Topics {
+        Topics {
+            sampler,
+            flood,
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Every topic that can be subscribed now.
+    pub fn names(&self) -> Vec<String> {
+        let mut v = vec![SYSTEM.to_string()];
+        if self.flood.is_some() {
+            v.push(FLOOD.to_string());
+        }
+        v
+    }
+
+    /// Whether `topic` can be subscribed.
+    pub fn exists(&self, topic: &str) -> bool {
+        topic == SYSTEM || (topic == FLOOD && self.flood.is_some())
+    }
+
+    /// Producers running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// What a new subscriber of `topic` receives first.
+    pub fn backfill(&self, topic: &str) -> Backfill {
+        match topic {
+            SYSTEM => history_frames(&self.sampler.history()),
+            _ => Backfill {
+                frames: Vec::new(),
+                covers_seq: 0,
+            },
+        }
+    }
+}
+
+impl Catalog for Topics {
+    fn producer(&self, topic: &str, hub: Weak<Hub>) -> Option<ProducerFuture> {
+        let running = Running::new(&self.running);
+        match topic {
+            SYSTEM => Some(Box::pin(system(self.sampler.clone(), hub, running))),
+            FLOOD => {
+                let (period, size) = self.flood?;
+                Some(Box::pin(flood(period, size, hub, running)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Counts a running producer; the count drops when the producer's future is dropped (cancelled).
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn new(count: &Arc<AtomicUsize>) -> Running {
+        count.fetch_add(1, Ordering::SeqCst);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Publishes every sample the sampler thread takes while the `system` hub lives.
+async fn system(sampler: Arc<Sampler>, hub: Weak<Hub>, _running: Running) {
+    let samples = sampler.listen();
+    while let Ok(s) = samples.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        hub.publish(s.seq, data_frame(SYSTEM, s.seq, s.ts, &s.data));
+    }
+}
+
+/// Publishes a padded frame every `period` (tests only).
+async fn flood(period: Duration, size: usize, hub: Weak<Hub>, _running: Running) {
+    let pad = "x".repeat(size);
+    let mut timer = smol::Timer::interval(period);
+    loop {
+        smol::stream::StreamExt::next(&mut timer).await;
+        let Some(hub) = hub.upgrade() else { return };
+        let seq = hub.next_seq();
+        let data = format!("{{\"pad\":\"{pad}\"}}");
+        hub.publish(seq, data_frame(FLOOD, seq, unix_ms(), &data));
+    }
+}
+
+/// `{"type":"data","topic":..,"seq":..,"ts":..,"data":..}` around already-serialized `data`.
+pub fn data_frame(topic: &str, seq: u64, ts: u64, data: &str) -> Utf8Bytes {
+    let topic = serde_json::to_string(topic).expect("a string serializes");
+    Utf8Bytes::from(format!(
+        "{{\"type\":\"data\",\"topic\":{topic},\"seq\":{seq},\"ts\":{ts},\"data\":{data}}}"
+    ))
+}
+
+/// The history as `{"type":"history","topic":"system","data":[{seq,ts,data},..]}` frames, oldest
+/// first, each under `MAX_HISTORY_FRAME` bytes (a sample larger than that gets a frame of its own).
+pub fn history_frames(samples: &[Arc<Sample>]) -> Backfill {
+    const HEAD: &str = "{\"type\":\"history\",\"topic\":\"system\",\"data\":[";
+    let mut frames = Vec::new();
+    let mut cur = String::new();
+    for s in samples {
+        let mut item = String::with_capacity(s.data.len() + 48);
+        let _ = write!(
+            item,
+            "{{\"seq\":{},\"ts\":{},\"data\":{}}}",
+            s.seq, s.ts, s.data
+        );
+        if !cur.is_empty() && cur.len() + 1 + item.len() + 2 > MAX_HISTORY_FRAME {
+            cur.push_str("]}");
+            frames.push(Utf8Bytes::from(std::mem::take(&mut cur)));
+        }
+        if cur.is_empty() {
+            cur.push_str(HEAD);
+        } else {
+            cur.push(',');
+        }
+        cur.push_str(&item);
+    }
+    if cur.is_empty() {
+        // Always one history frame, even if empty, so a client knows live data comes next.
+        cur.push_str(HEAD);
+    }
+    cur.push_str("]}");
+    frames.push(Utf8Bytes::from(cur));
+    Backfill {
+        frames,
+        covers_seq: samples.last().map_or(0, |s| s.seq),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(seq: u64, pad: usize) -> Arc<Sample> {
+        Arc::new(Sample {
+            seq,
+            ts: 1000 + seq,
+            data: format!("{{\"p\":\"{}\"}}", "x".repeat(pad)).into_boxed_str(),
+        })
+    }
+
+    #[test]
+    fn data_frame_is_valid_json_with_contract_fields() {
+        let f = data_frame("system", 7, 123, "{\"a\":1}");
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        assert_eq!(v["type"], "data");
+        assert_eq!(v["topic"], "system");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["ts"], 123);
+        assert_eq!(v["data"]["a"], 1);
+    }
+
+    #[test]
+    fn history_is_split_into_bounded_frames_in_order() {
+        let samples: Vec<_> = (1..=300).map(|i| sample(i, 250)).collect();
+        let b = history_frames(&samples);
+        assert!(b.frames.len() > 1);
+        assert_eq!(b.covers_seq, 300);
+        let mut seqs = Vec::new();
+        for f in &b.frames {
+            assert!(f.len() <= MAX_HISTORY_FRAME, "frame of {} bytes", f.len());
+            let v: serde_json::Value = serde_json::from_str(f).unwrap();
+            assert_eq!(v["type"], "history");
+            assert_eq!(v["topic"], "system");
+            for item in v["data"].as_array().unwrap() {
+                seqs.push(item["seq"].as_u64().unwrap());
+                assert!(item["ts"].is_u64() && item["data"].is_object());
+            }
+        }
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn empty_history_is_one_empty_frame() {
+        let b = history_frames(&[]);
+        assert_eq!(b.frames.len(), 1);
+        assert_eq!(
+            &*b.frames[0],
+            "{\"type\":\"history\",\"topic\":\"system\",\"data\":[]}"
+        );
+        assert_eq!(b.covers_seq, 0);
+    }
+
+    #[test]
+    fn oversized_sample_still_goes_out_alone() {
+        let samples = vec![sample(1, 10), sample(2, MAX_HISTORY_FRAME), sample(3, 10)];
+        let b = history_frames(&samples);
+        assert_eq!(b.frames.len(), 3);
+    }
+}
