@@ -24,6 +24,11 @@ use crate::routes::{self, Routed};
 use crate::sampler::Sampler;
 use crate::topics::Topics;
 
+/// Kernel send buffer of a WebSocket socket. The kernel's autotuning lets a stalled client pin
+/// megabytes of kernel memory before a write ever blocks; capped, a client that stops reading
+/// blocks our writes within a few frames and `--write-timeout` ends it.
+pub const WS_SEND_BUFFER: usize = 64 * 1024;
+
 /// How long shutdown waits for connections to close before exiting anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -205,11 +210,10 @@ async fn accept_loop(
                 let app = app.clone();
                 let drain = drain.clone();
                 ex.spawn(async move {
-                    let task = serve_http(app, TcpStream::from(stream), peer);
+                    let task = serve_http(app, TcpStream::from(stream), peer, drain);
                     if let Err(p) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
                         log::error!("http {peer}: task panicked: {}", panic_message(&*p));
                     }
-                    drop(drain);
                 })
                 .detach();
             }
@@ -223,7 +227,10 @@ async fn accept_loop(
 }
 
 /// Serves HTTP requests on one TCP connection until it closes or upgrades.
-async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
+///
+/// `drain` is held for as long as the socket is served (and handed on to the WebSocket task), so
+/// shutdown can wait for every connection to finish.
+async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr, drain: Sender<()>) {
     // Replies are tiny: let them go out at once.
     let _ = stream.set_nodelay(true);
     let head_timeout = app.config.head_timeout;
@@ -268,7 +275,7 @@ async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr) {
                 }
             }
             Routed::Upgrade(topic) => {
-                upgrade(&app, req, stream, buf, peer, topic).await;
+                upgrade(&app, req, stream, buf, peer, topic, drain).await;
                 return;
             }
         }
@@ -285,6 +292,7 @@ async fn upgrade(
     leftover: Vec<u8>,
     peer: SocketAddr,
     topic: Option<String>,
+    drain: Sender<()>,
 ) {
     let write_timeout = app.config.write_timeout;
     let refuse = |r: Response| r.to_bytes(false);
@@ -334,6 +342,10 @@ async fn upgrade(
         }
         Ok(x) => x,
     };
+    if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(&stream, WS_SEND_BUFFER) {
+        // Not fatal: the connection works with the kernel's default, only costs more if stalled.
+        log::debug!("ws {peer}: cannot cap the send buffer: {e}");
+    }
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n\r\n",
@@ -353,6 +365,7 @@ async fn upgrade(
     let app = app.clone();
     ex.spawn(async move {
         connection::serve(app, stream, leftover, slot, topic).await;
+        drop(drain);
     })
     .detach();
 }

@@ -1,0 +1,189 @@
+//! The real binary: flags and exit codes, logs, signals, file descriptors.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use common::*;
+use smol::stream::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgemon"))
+        .args(args)
+        .output()
+        .expect("run edgemon")
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    for (args, flag) in [
+        (&["--max-per-ip", "zero"][..], "--max-per-ip"),
+        (&["--ping-interval", "5parsecs"][..], "--ping-interval"),
+        (&["--listen", "localhost"][..], "--listen"),
+        (&["--log-level", "chatty"][..], "--log-level"),
+        (&["--no-such-flag"][..], "--no-such-flag"),
+        (&["--listen"][..], "--listen"),
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(flag),
+            "{args:?}: message does not name {flag}: {err}"
+        );
+    }
+}
+
+#[test]
+fn help_lists_every_contract_flag_and_exits_0() {
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--max-connections",
+        "--max-per-ip",
+        "--ping-interval",
+        "--pong-timeout",
+        "--idle-timeout",
+        "--write-timeout",
+        "--send-queue",
+        "--hub-linger",
+        "--history",
+        "--log",
+        "--journal",
+        "--token-file",
+        "--allow-origin",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["--listen", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
+}
+
+#[test]
+fn normal_disconnect_is_logged_with_reason_and_remaining_count() {
+    let mut d = Daemon::start(&[]);
+    within(10, async {
+        let mut ws = ws(d.addr, "/ws/system").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    d.wait_line(WAIT, |l| l.contains("ws open 127.0.0.1:"));
+    let line = d.wait_line(WAIT, |l| l.contains("ws close 127.0.0.1:"));
+    assert!(
+        line.contains("reason=client closed (1005)")
+            || line.contains("reason=client closed (1000)"),
+        "{line}"
+    );
+    assert!(line.contains("remaining=0"), "{line}");
+    assert_eq!(stats(d.addr)["active_connections"], 0);
+}
+
+#[test]
+fn hundred_clients_killed_leave_no_connection_hub_or_descriptor_behind() {
+    let mut d = Daemon::start(&["--hub-linger", "300ms", "--log-level", "debug"]);
+    // Warm up once so lazily opened descriptors (epoll, timers) are part of the baseline.
+    within(10, async {
+        let mut ws = ws(d.addr, "/ws/system").await;
+        next_json(&mut ws).await;
+    });
+    d.wait_line(WAIT, |l| l.contains("remaining=0"));
+    d.wait_line(WAIT, |l| l.contains("hub system removed"));
+    let baseline = d.fds();
+
+    within(60, async {
+        let mut clients = Vec::new();
+        for i in 0..100 {
+            let std = std::net::TcpStream::connect(d.addr).unwrap();
+            if i % 2 == 0 {
+                // Half die with a reset, half with a plain FIN and no Close frame.
+                socket2::SockRef::from(&std)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+            let tcp = smol::net::TcpStream::try_from(std).unwrap();
+            let path = if i % 3 == 0 { "/ws" } else { "/ws/system" };
+            let mut ws = ws_over(tcp, d.addr, path).await.unwrap();
+            if path != "/ws" {
+                next_json(&mut ws).await;
+            }
+            clients.push(ws);
+            // Keep within the default per-IP limit of 5 by killing as we go.
+            if clients.len() == 5 {
+                clients.clear();
+                // Wait until the daemon has let go of them before opening more.
+                while stats(d.addr)["active_connections"].as_u64().unwrap() > 0 {
+                    smol::Timer::after(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+    let s = stats(d.addr);
+    assert_eq!(s["active_connections"], 0, "{s}");
+    assert_eq!(s["connections_total"], 101, "{s}");
+    d.next_line(WAIT, |l| l.contains("hub system removed"));
+    let s = stats(d.addr);
+    assert!(s["hubs"].as_array().unwrap().is_empty(), "{s}");
+    assert_eq!(s["producers"], 0, "{s}");
+    // The socket of the last stats request closes a moment after the client saw EOF: allow it to.
+    let deadline = Instant::now() + WAIT;
+    let mut after = d.fds();
+    while after != baseline && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        after = d.fds();
+    }
+    assert_eq!(after, baseline, "descriptors before and after differ");
+}
+
+#[test]
+fn sigterm_sends_1001_to_clients_and_exits_0_within_5_seconds() {
+    let mut d = Daemon::start(&[]);
+    let (mut a, mut b) = within(10, async {
+        let mut a = ws(d.addr, "/ws/system").await;
+        let b = ws(d.addr, "/ws").await;
+        next_json(&mut a).await;
+        (a, b)
+    });
+    let t0 = Instant::now();
+    d.signal("TERM");
+    within(10, async {
+        for ws in [&mut a, &mut b] {
+            let f = close_frame(ws).await.expect("close frame");
+            assert_eq!(f.code, CloseCode::Away);
+        }
+    });
+    let status = d
+        .wait_exit(Duration::from_secs(6))
+        .expect("still running after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    d.wait_line(WAIT, |l| l.contains("stopped"));
+}
+
+#[test]
+fn sigint_also_stops_cleanly() {
+    let mut d = Daemon::start(&[]);
+    d.signal("INT");
+    let status = d
+        .wait_exit(Duration::from_secs(6))
+        .expect("still running after SIGINT");
+    assert_eq!(status.code(), Some(0));
+}

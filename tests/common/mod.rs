@@ -1,0 +1,306 @@
+//! Test helpers: an in-process daemon on 127.0.0.1:0, a real WebSocket client, raw HTTP, and the
+//! real binary with its log lines as events. Every wait has a timeout.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use edgemon::{Config, ServerHandle};
+use serde_json::Value;
+use smol::future::FutureExt;
+use smol::net::TcpStream;
+use smol::stream::StreamExt;
+
+/// A WebSocket client over a smol TCP stream.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// A config for tests: loopback, port 0, short linger, everything else default.
+pub fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        hub_linger: Duration::from_millis(200),
+        ..Config::default()
+    }
+}
+
+/// Starts an in-process daemon.
+pub fn start(c: Config) -> ServerHandle {
+    ServerHandle::start(c).expect("server starts")
+}
+
+/// Runs `fut`, failing the test if it takes longer than `secs`.
+pub fn within<T>(secs: u64, fut: impl std::future::Future<Output = T>) -> T {
+    smol::block_on(fut.or(async {
+        smol::Timer::after(Duration::from_secs(secs)).await;
+        panic!("timed out after {secs}s");
+    }))
+}
+
+/// Opens a WebSocket to `path`.
+pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
+    try_ws(addr, path).await.expect("websocket handshake")
+}
+
+/// Opens a WebSocket to `path`, returning the handshake error if refused.
+pub async fn try_ws(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<Ws, async_tungstenite::tungstenite::Error> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    ws_over(tcp, addr, path).await
+}
+
+/// Performs the client handshake on an already-connected stream.
+pub async fn ws_over(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<Ws, async_tungstenite::tungstenite::Error> {
+    let url = format!("ws://{addr}{path}");
+    async_tungstenite::client_async(url, tcp)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The next text frame as JSON (pings are answered by the client library while reading).
+pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("valid JSON"),
+            Some(Ok(Message::Close(f))) => panic!("closed by server: {f:?}"),
+            Some(Ok(_)) => continue,
+            other => panic!("stream ended: {other:?}"),
+        }
+    }
+}
+
+/// The next frame of `type` (skipping others).
+pub async fn next_of_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// Sends a text frame.
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// Reads until the server's Close frame arrives and returns it.
+pub async fn close_frame(ws: &mut Ws) -> Option<CloseFrame> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(f))) => return f,
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("JSON body")
+    }
+}
+
+/// Sends raw bytes and reads everything until the server closes (bounded by a 10 s read timeout).
+pub fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = StdTcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses every response in `text` (for pipelined requests).
+pub fn parse_responses(text: &str) -> Vec<HttpResponse> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((head, after)) = rest.split_once("\r\n\r\n") {
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let r = HttpResponse {
+            status,
+            head: head.to_string(),
+            body: String::new(),
+        };
+        let len: usize = r
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let len = len.min(after.len());
+        out.push(HttpResponse {
+            body: after[..len].to_string(),
+            ..r
+        });
+        rest = &after[len..];
+    }
+    out
+}
+
+/// `GET path` with `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    parse_responses(&raw(addr, req.as_bytes()))
+        .into_iter()
+        .next()
+        .expect("a response")
+}
+
+/// Live stats over HTTP.
+pub fn stats(addr: SocketAddr) -> Value {
+    get(addr, "/api/websocket/stats").json()
+}
+
+/// The real binary, its stderr lines delivered as events.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    /// Every line seen so far.
+    pub log: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `edgemon --listen 127.0.0.1:0 ARGS` and waits for its "listening" line.
+    pub fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgemon"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn edgemon");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut d = Daemon {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            lines,
+            log: Vec::new(),
+        };
+        let line = d.wait_line(Duration::from_secs(10), |l| {
+            l.contains("listening on http://")
+        });
+        let addr = line.rsplit("http://").next().unwrap().trim();
+        d.addr = addr.parse().expect("address in the listening line");
+        d
+    }
+
+    /// Waits for a log line matching `pred` (checking lines already seen first).
+    pub fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.log.iter().find(|l| pred(l)) {
+            return l.clone();
+        }
+        self.next_line(timeout, pred)
+    }
+
+    /// Waits for a new log line matching `pred`.
+    pub fn next_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no matching log line within {timeout:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Open file descriptors of the daemon, each as "fd -> target".
+    pub fn fds(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| {
+                let target = std::fs::read_link(e.path()).unwrap_or_default();
+                format!(
+                    "{} -> {}",
+                    e.file_name().to_string_lossy(),
+                    target.display()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sends a signal with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Drain log lines meanwhile; this doubles as the short wait between checks.
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
+                self.log.push(l);
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

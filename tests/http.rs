@@ -1,0 +1,196 @@
+//! The HTTP layer over real sockets: routes, errors, keep-alive, limits.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn routes_answer_with_the_contract_shapes() {
+    let srv = start(config());
+    let h = get(srv.addr, "/healthz");
+    assert_eq!((h.status, h.body.as_str()), (200, "ok\n"));
+    assert_eq!(
+        h.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+
+    let i = get(srv.addr, "/");
+    assert_eq!(i.status, 200);
+    assert!(i.header("content-type").unwrap().starts_with("text/html"));
+
+    let t = get(srv.addr, "/api/topics").json();
+    assert_eq!(t["topics"][0], "system");
+
+    let s = get(srv.addr, "/api/websocket/stats");
+    assert_eq!(
+        s.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(s.json()["status"], "healthy");
+
+    // Before the first sample the answer says to retry; wait for one as an event, then ask.
+    let r = get(srv.addr, "/api/system");
+    if r.status != 200 {
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+        within(10, srv.app.sampler.listen().recv()).unwrap();
+    }
+    let sys = get(srv.addr, "/api/system").json();
+    assert!(sys["memory"]["total"].as_u64().unwrap() > 0);
+    assert!(sys["cpu"]["cores"].is_array());
+}
+
+#[test]
+fn unknown_route_is_404_and_wrong_method_is_405_with_json_errors() {
+    let srv = start(config());
+    let r = get(srv.addr, "/nope");
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].is_string());
+
+    let text = raw(
+        srv.addr,
+        b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let r = &parse_responses(&text)[0];
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").as_deref(), Some("GET"));
+    assert!(r.json()["error"].is_string());
+}
+
+#[test]
+fn hostile_requests_get_clear_answers_and_the_daemon_keeps_serving() {
+    let srv = start(config());
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("bad request line", b"HELLO\r\n\r\n".to_vec(), 400),
+        (
+            "bad header",
+            b"GET / HTTP/1.1\r\nHost x\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("huge header", huge.into_bytes(), 431),
+        ("missing Host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        (
+            "duplicate Content-Length",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nab"
+                .to_vec(),
+            400,
+        ),
+        (
+            "body",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+            400,
+        ),
+        (
+            "chunked body",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            405,
+        ),
+        ("HTTP/1.0", b"GET /healthz HTTP/1.0\r\n\r\n".to_vec(), 200),
+        (
+            "upgrade without Upgrade header",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            426,
+        ),
+        (
+            "upgrade without Connection: Upgrade",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            "bad WebSocket key",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            "bad WebSocket version",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                .to_vec(),
+            426,
+        ),
+    ];
+    for (name, req, want) in cases {
+        let text = raw(srv.addr, &req);
+        let r = parse_responses(&text);
+        assert!(!r.is_empty(), "{name}: no response");
+        assert_eq!(r[0].status, want, "{name}: {}", r[0].head);
+        if want != 200 {
+            assert!(
+                r[0].json()["error"].is_string(),
+                "{name}: body {}",
+                r[0].body
+            );
+        }
+    }
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+    within(10, async {
+        let mut ws = ws(srv.addr, "/ws/system").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    });
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let srv = start(config());
+    let text = raw(
+        srv.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /api/topics HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let r = parse_responses(&text);
+    assert_eq!(
+        r.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 200, 404]
+    );
+    assert_eq!(r[0].header("connection").as_deref(), Some("keep-alive"));
+    assert_eq!(r[2].header("connection").as_deref(), Some("close"));
+
+    // Two requests, one at a time, on one kept-alive connection.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+}
+
+#[test]
+fn an_incomplete_head_is_closed_at_the_head_timeout() {
+    let mut c = config();
+    c.head_timeout = Duration::from_millis(300);
+    let srv = start(c);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    // The server closes without answering: read_to_end returns at EOF.
+    s.read_to_end(&mut buf).unwrap();
+    assert!(
+        buf.is_empty(),
+        "unexpected answer: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}
