@@ -151,6 +151,7 @@ impl Drop for ConnSlot {
             }
             self.limits.active.fetch_sub(1, Ordering::SeqCst);
         }
+        crate::trim::note_release();
         let remaining = self.limits.active();
         log::info!(
             "ws close {} reason={} remaining={remaining}",

@@ -176,6 +176,7 @@ impl Drop for Sampler {
 /// The thread body: measure, cache, notify, sleep until the next second or until stopped.
 fn run(mut sys: System, shared: &Shared, stopped: &mpsc::Receiver<()>) {
     let mut seq = 0u64;
+    let mut trim = crate::trim::Policy::default();
     // CPU usage needs two readings at least 200 ms apart; the first sample comes soon after start.
     let mut next = Instant::now() + FIRST_SAMPLE;
     loop {
@@ -207,13 +208,17 @@ fn run(mut sys: System, shared: &Shared, stopped: &mpsc::Receiver<()>) {
             }
             ring.push_back(sample.clone());
         }
-        let mut listener = lock(&shared.listener);
-        if let Some(tx) = listener.as_ref() {
-            // Never wait for the producer: keep only the newest sample in its one-slot inbox.
-            if tx.force_send(sample).is_err() {
-                *listener = None;
+        {
+            let mut listener = lock(&shared.listener);
+            if let Some(tx) = listener.as_ref() {
+                // Never wait for the producer: keep only the newest sample in its one-slot inbox.
+                if tx.force_send(sample).is_err() {
+                    *listener = None;
+                }
             }
         }
+        // Here, off the executor: return memory freed by closed connections once churn settles.
+        trim.tick_and_trim();
     }
 }
 

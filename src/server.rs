@@ -282,6 +282,7 @@ async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr, drai
     }
     // The peer may be gone already.
     let _ = stream.shutdown(std::net::Shutdown::Both);
+    crate::trim::note_release();
 }
 
 /// Checks a WebSocket upgrade, admits it, answers 101, and starts the connection task.
