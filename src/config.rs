@@ -92,6 +92,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// How long a client may take to send a complete request head (slowloris guard). Not a flag.
     pub head_timeout: Duration,
+    /// Where sysfs is mounted; tests point it at fixture trees. Not a flag.
+    pub sys_root: PathBuf,
     /// Test-only hooks (the `panic` command, the `test/flood` topic). Never set by the binary.
     #[doc(hidden)]
     pub test_hooks: Option<TestHooks>,
@@ -234,6 +236,7 @@ impl Config {
             allow_origins: f.allow_origin.clone(),
             log_level,
             head_timeout: Duration::from_secs(10),
+            sys_root: PathBuf::from("/sys"),
             test_hooks: None,
         })
     }

@@ -2,6 +2,8 @@
 //!
 //! Data flows through these modules, in order:
 //!
+//! - [`collect`]: one file per data source (CPU, memory, temperatures, Pi health, network,
+//!   disks, the daemon itself); plain structs out.
 //! - [`sampler`]: one `std::thread` measures the host every second and caches the sample (and a
 //!   RAM ring of history); nothing on the request path ever measures.
 //! - [`topics`]: the catalogue of topics and their producers, started per hub.
@@ -17,6 +19,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod collect;
 pub mod config;
 pub mod connection;
 pub mod http;

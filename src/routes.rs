@@ -74,10 +74,15 @@ fn stats(app: &App) -> Response {
     Response::json(200, app.stats().to_string())
 }
 
-/// `GET /api/system`: the newest cached sample.
+/// `GET /api/system`: the newest cached sample, with `host`.
 fn system(app: &App) -> Response {
+    app.sampler.want_details();
     match app.sampler.latest() {
-        Some(s) => Response::json(200, s.data.to_string()),
+        // `data` is a JSON object: splice `host` in as its first member.
+        Some(s) => Response::json(
+            200,
+            format!("{{\"host\":{},{}", app.sampler.host_json(), &s.data[1..]),
+        ),
         None => Response::error(503, "no sample yet, retry in a second").with("Retry-After", "1"),
     }
 }

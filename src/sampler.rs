@@ -5,18 +5,21 @@
 //! `system` hub's producer while that hub exists.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
+use crate::collect::own::{Own, OwnMeter};
+use crate::collect::{Collector, SystemData};
 
 /// How often the host is sampled.
 pub const PERIOD: Duration = Duration::from_secs(1);
 /// Delay before the first sample (sysinfo needs 200 ms between CPU readings).
 const FIRST_SAMPLE: Duration = Duration::from_millis(300);
+/// How long one HTTP read keeps details (temperatures, network, disks) sampled.
+pub const DETAILS_AFTER_READ: Duration = Duration::from_secs(60);
 
 /// One serialized sample of the host.
 #[derive(Debug)]
@@ -29,61 +32,6 @@ pub struct Sample {
     pub data: Box<str>,
 }
 
-/// The `data` of a `system` frame.
-#[derive(Debug, Serialize)]
-pub struct SystemData {
-    /// CPU usage.
-    pub cpu: Cpu,
-    /// Load averages (`null` where the host does not expose them).
-    pub load: Option<Load>,
-    /// RAM in bytes.
-    pub memory: Memory,
-    /// Swap in bytes.
-    pub swap: Swap,
-    /// Seconds since boot (`null` if unreadable).
-    pub uptime: Option<u64>,
-}
-
-/// CPU usage in percent.
-#[derive(Debug, Serialize)]
-pub struct Cpu {
-    /// All cores together, 0-100.
-    pub total: f32,
-    /// Each core, 0-100.
-    pub cores: Vec<f32>,
-}
-
-/// Load averages.
-#[derive(Debug, Serialize)]
-pub struct Load {
-    /// Over one minute.
-    pub one: f64,
-    /// Over five minutes.
-    pub five: f64,
-    /// Over fifteen minutes.
-    pub fifteen: f64,
-}
-
-/// RAM in bytes.
-#[derive(Debug, Serialize)]
-pub struct Memory {
-    /// Installed.
-    pub total: u64,
-    /// In use (total minus available).
-    pub used: u64,
-    /// Available to new programs without swapping.
-    pub available: u64,
-}
-
-/// Swap in bytes.
-#[derive(Debug, Serialize)]
-pub struct Swap {
-    /// Configured.
-    pub total: u64,
-    /// In use.
-    pub used: u64,
-}
-
 /// State shared between the sampler thread and its readers.
 struct Shared {
     /// The last `capacity` samples, oldest first; the newest is what `/api/system` answers.
@@ -92,6 +40,14 @@ struct Shared {
     capacity: usize,
     /// The `system` producer's inbox while that hub exists; `None` (or closed) when nobody listens.
     listener: Mutex<Option<async_channel::Sender<Arc<Sample>>>>,
+    /// The newest sample as data, for `/metrics`.
+    latest_data: Mutex<Option<Arc<SystemData>>>,
+    /// The daemon's own memory and CPU, for the `server` topic and `/metrics`.
+    own: Mutex<Own>,
+    /// HTTP readers (`/api/system`, `/metrics`) want details until then.
+    details_until: Mutex<Option<Instant>>,
+    /// What the host is, as JSON; read once at start.
+    host: Box<str>,
 }
 
 /// Handle to the sampler thread; dropping it stops and joins the thread.
@@ -110,25 +66,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Sampler {
-    /// Starts the thread; the first sample is ready about one second later.
-    pub fn start(history: Duration) -> std::io::Result<Sampler> {
+    /// Starts the thread reading sysfs under `sys_root`; the first sample is ready 300 ms later.
+    pub fn start(history: Duration, sys_root: PathBuf) -> std::io::Result<Sampler> {
         let capacity = (history.as_secs() as usize).max(1);
+        // Created here so a host without a readable /proc fails at start, not silently later.
+        let mut collector = Collector::new(sys_root)?;
+        let host = serde_json::to_string(&collector.host()).expect("plain strings serialize");
         let shared = Arc::new(Shared {
             ring: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity,
             listener: Mutex::new(None),
+            latest_data: Mutex::new(None),
+            own: Mutex::new(Own::default()),
+            details_until: Mutex::new(None),
+            host: host.into_boxed_str(),
         });
-        // Created here so a host without a readable /proc fails at start, not silently later.
-        let sys = System::new_with_specifics(
-            RefreshKind::nothing()
-                .with_cpu(CpuRefreshKind::nothing().with_usage())
-                .with_memory(MemoryRefreshKind::everything()),
-        )
-        .map_err(|e| std::io::Error::other(format!("cannot read host figures: {e}")))?;
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn({
             let shared = shared.clone();
-            move || run(sys, &shared, &stopped)
+            move || run(collector, &shared, &stopped)
         })?;
         Ok(Sampler {
             shared,
@@ -155,6 +111,27 @@ impl Sampler {
         rx
     }
 
+    /// The newest sample as data.
+    pub fn latest_data(&self) -> Option<Arc<SystemData>> {
+        lock(&self.shared.latest_data).clone()
+    }
+
+    /// The daemon's own memory and CPU at the last tick.
+    pub fn own(&self) -> Own {
+        lock(&self.shared.own).clone()
+    }
+
+    /// What the host is, as a JSON object.
+    pub fn host_json(&self) -> &str {
+        &self.shared.host
+    }
+
+    /// Asks for details (temperatures, network, disks) for the next `DETAILS_AFTER_READ`: an HTTP
+    /// reader is looking. The reply in hand may still lack them; the next one will not.
+    pub fn want_details(&self) {
+        *lock(&self.shared.details_until) = Some(Instant::now() + DETAILS_AFTER_READ);
+    }
+
     /// Whether a producer is listening (the hub exists).
     pub fn has_listener(&self) -> bool {
         lock(&self.shared.listener)
@@ -174,9 +151,10 @@ impl Drop for Sampler {
 }
 
 /// The thread body: measure, cache, notify, sleep until the next second or until stopped.
-fn run(mut sys: System, shared: &Shared, stopped: &mpsc::Receiver<()>) {
+fn run(mut collector: Collector, shared: &Shared, stopped: &mpsc::Receiver<()>) {
     let mut seq = 0u64;
     let mut trim = crate::trim::Policy::default();
+    let mut own = OwnMeter::default();
     // CPU usage needs two readings at least 200 ms apart; the first sample comes soon after start.
     let mut next = Instant::now() + FIRST_SAMPLE;
     loop {
@@ -191,16 +169,23 @@ fn run(mut sys: System, shared: &Shared, stopped: &mpsc::Receiver<()>) {
             // We overslept (suspended host, stopped process): restart the cadence instead of bursting.
             next = now + PERIOD;
         }
-        sys.refresh_cpu_usage();
-        sys.refresh_memory();
+        let watched = lock(&shared.listener)
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed());
+        let asked = lock(&shared.details_until).is_some_and(|until| now < until);
+        let data = Arc::new(collector.sample(watched || asked));
         seq += 1;
         let sample = Arc::new(Sample {
             seq,
             ts: unix_ms(),
-            data: serde_json::to_string(&measure(&sys))
-                .expect("plain numbers always serialize")
+            data: serde_json::to_string(&*data)
+                .expect("plain data always serializes")
                 .into_boxed_str(),
         });
+        *lock(&shared.latest_data) = Some(data);
+        if let Some(o) = own.read() {
+            *lock(&shared.own) = o;
+        }
         {
             let mut ring = lock(&shared.ring);
             if ring.len() == shared.capacity {
@@ -222,43 +207,6 @@ fn run(mut sys: System, shared: &Shared, stopped: &mpsc::Receiver<()>) {
     }
 }
 
-/// Reads the refreshed counters into plain data.
-fn measure(sys: &System) -> SystemData {
-    let load = System::load_average().ok();
-    let total = sys.total_memory();
-    let available = sys.available_memory();
-    SystemData {
-        cpu: Cpu {
-            total: round1(sys.global_cpu_usage()),
-            cores: sys.cpus().iter().map(|c| round1(c.usage())).collect(),
-        },
-        load: load.map(|l| Load {
-            one: l.one,
-            five: l.five,
-            fifteen: l.fifteen,
-        }),
-        memory: Memory {
-            total,
-            used: total.saturating_sub(available),
-            available,
-        },
-        swap: Swap {
-            total: sys.total_swap(),
-            used: sys.used_swap(),
-        },
-        uptime: System::uptime().ok(),
-    }
-}
-
-/// One decimal is all a dashboard shows, and it keeps frames short.
-fn round1(x: f32) -> f32 {
-    if x.is_finite() {
-        (x * 10.0).round() / 10.0
-    } else {
-        0.0
-    }
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -272,33 +220,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sample_has_the_contract_fields() {
-        let mut sys = System::new().unwrap();
-        sys.refresh_cpu_usage();
-        sys.refresh_memory();
-        let v: serde_json::Value = serde_json::to_value(measure(&sys)).unwrap();
-        for path in [
-            "/cpu/total",
-            "/cpu/cores",
-            "/load/one",
-            "/load/five",
-            "/load/fifteen",
-            "/memory/total",
-            "/memory/used",
-            "/memory/available",
-            "/swap/total",
-            "/swap/used",
-            "/uptime",
-        ] {
-            assert!(v.pointer(path).is_some(), "missing {path} in {v}");
-        }
-        assert!(v["memory"]["total"].as_u64().unwrap() > 0);
-        assert!(!v["cpu"]["cores"].as_array().unwrap().is_empty());
-    }
-
-    #[test]
     fn ring_keeps_history_and_feeds_the_listener() {
-        let s = Sampler::start(Duration::from_secs(2)).unwrap();
+        let s = Sampler::start(Duration::from_secs(2), "/sys".into()).unwrap();
         let rx = s.listen();
         assert!(s.has_listener());
         let a = smol::block_on(rx.recv()).unwrap();
@@ -310,11 +233,5 @@ mod tests {
         assert_eq!(s.latest().unwrap().seq, h.last().unwrap().seq);
         drop(rx);
         assert!(!s.has_listener(), "a closed inbox is no listener");
-    }
-
-    #[test]
-    fn rounding_keeps_one_decimal() {
-        assert_eq!(round1(12.345), 12.3);
-        assert_eq!(round1(f32::NAN), 0.0);
     }
 }

@@ -97,7 +97,7 @@ impl Server {
                 e.notify(usize::MAX);
             }) as Box<dyn Fn() + Send + Sync>
         };
-        let sampler = Arc::new(Sampler::start(config.history)?);
+        let sampler = Arc::new(Sampler::start(config.history, config.sys_root.clone())?);
         let flood = config.test_hooks.as_ref().map(|h| h.flood);
         let topics = Arc::new(Topics::new(sampler.clone(), flood));
         let registry = Registry::new(

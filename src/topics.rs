@@ -69,7 +69,7 @@ impl Topics {
     /// What a new subscriber of `topic` receives first.
     pub fn backfill(&self, topic: &str) -> Backfill {
         match topic {
-            SYSTEM => history_frames(&self.sampler.history()),
+            SYSTEM => history_frames(&self.sampler.history(), self.sampler.host_json()),
             _ => Backfill {
                 frames: Vec::new(),
                 covers_seq: 0,
@@ -140,8 +140,11 @@ pub fn data_frame(topic: &str, seq: u64, ts: u64, data: &str) -> Utf8Bytes {
 
 /// The history as `{"type":"history","topic":"system","data":[{seq,ts,data},..]}` frames, oldest
 /// first, each under `MAX_HISTORY_FRAME` bytes (a sample larger than that gets a frame of its own).
-pub fn history_frames(samples: &[Arc<Sample>]) -> Backfill {
+/// The first frame also carries `"host"`, which is not repeated in live frames.
+pub fn history_frames(samples: &[Arc<Sample>], host: &str) -> Backfill {
     const HEAD: &str = "{\"type\":\"history\",\"topic\":\"system\",\"data\":[";
+    let first_head =
+        format!("{{\"type\":\"history\",\"topic\":\"system\",\"host\":{host},\"data\":[");
     let mut frames = Vec::new();
     let mut cur = String::new();
     for s in samples {
@@ -156,7 +159,7 @@ pub fn history_frames(samples: &[Arc<Sample>]) -> Backfill {
             frames.push(Utf8Bytes::from(std::mem::take(&mut cur)));
         }
         if cur.is_empty() {
-            cur.push_str(HEAD);
+            cur.push_str(if frames.is_empty() { &first_head } else { HEAD });
         } else {
             cur.push(',');
         }
@@ -164,7 +167,7 @@ pub fn history_frames(samples: &[Arc<Sample>]) -> Backfill {
     }
     if cur.is_empty() {
         // Always one history frame, even if empty, so a client knows live data comes next.
-        cur.push_str(HEAD);
+        cur.push_str(&first_head);
     }
     cur.push_str("]}");
     frames.push(Utf8Bytes::from(cur));
@@ -200,15 +203,16 @@ mod tests {
     #[test]
     fn history_is_split_into_bounded_frames_in_order() {
         let samples: Vec<_> = (1..=300).map(|i| sample(i, 250)).collect();
-        let b = history_frames(&samples);
+        let b = history_frames(&samples, "{\"hostname\":\"pi\"}");
         assert!(b.frames.len() > 1);
         assert_eq!(b.covers_seq, 300);
         let mut seqs = Vec::new();
-        for f in &b.frames {
+        for (i, f) in b.frames.iter().enumerate() {
             assert!(f.len() <= MAX_HISTORY_FRAME, "frame of {} bytes", f.len());
             let v: serde_json::Value = serde_json::from_str(f).unwrap();
             assert_eq!(v["type"], "history");
             assert_eq!(v["topic"], "system");
+            assert_eq!(v["host"]["hostname"].as_str(), (i == 0).then_some("pi"));
             for item in v["data"].as_array().unwrap() {
                 seqs.push(item["seq"].as_u64().unwrap());
                 assert!(item["ts"].is_u64() && item["data"].is_object());
@@ -219,11 +223,11 @@ mod tests {
 
     #[test]
     fn empty_history_is_one_empty_frame() {
-        let b = history_frames(&[]);
+        let b = history_frames(&[], "{}");
         assert_eq!(b.frames.len(), 1);
         assert_eq!(
             &*b.frames[0],
-            "{\"type\":\"history\",\"topic\":\"system\",\"data\":[]}"
+            "{\"type\":\"history\",\"topic\":\"system\",\"host\":{},\"data\":[]}"
         );
         assert_eq!(b.covers_seq, 0);
     }
@@ -231,7 +235,7 @@ mod tests {
     #[test]
     fn oversized_sample_still_goes_out_alone() {
         let samples = vec![sample(1, 10), sample(2, MAX_HISTORY_FRAME), sample(3, 10)];
-        let b = history_frames(&samples);
+        let b = history_frames(&samples, "{}");
         assert_eq!(b.frames.len(), 3);
     }
 }

@@ -395,3 +395,38 @@ fn stats_are_exact() {
         assert!(hubs[0]["dropped_frames"].is_u64());
     });
 }
+
+#[test]
+fn system_details_are_sampled_only_while_someone_watches() {
+    let srv = start(config());
+    within(20, async {
+        // Nobody subscribed and nobody asked: samples carry no details.
+        while srv.app.sampler.latest_data().is_none() {
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        let quiet = srv.app.sampler.latest_data().unwrap();
+        assert!(quiet.network.is_none() && quiet.disks.is_none() && quiet.temperatures.is_none());
+
+        // A subscriber turns them on from the next tick.
+        let mut ws = ws(srv.addr, "/ws/system").await;
+        let hist = next_of_type(&mut ws, "history").await;
+        assert!(hist["host"]["cpu_count"].as_u64().unwrap() > 0, "{hist}");
+        let mut detailed = None;
+        for _ in 0..3 {
+            let d = next_of_type(&mut ws, "data").await;
+            if d["data"]["network"].is_array() {
+                detailed = Some(d);
+                break;
+            }
+        }
+        let d = detailed.expect("no detailed frame within 3 ticks");
+        assert!(d["data"]["disks"].is_array() && d["data"]["temperatures"].is_array());
+        assert!(
+            d["data"]["network"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["name"] == "lo")
+        );
+    });
+}

@@ -252,7 +252,8 @@ impl Daemon {
         }
     }
 
-    /// Open file descriptors of the daemon, each as "fd -> target".
+    /// Open file descriptors of the daemon, each as "fd -> target". The sampler thread's momentary
+    /// reads under /proc and /sys (opened and closed within a tick) are left out.
     pub fn fds(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
             .unwrap()
@@ -265,6 +266,7 @@ impl Daemon {
                     target.display()
                 )
             })
+            .filter(|l| !l.contains(" -> /sys/") && !l.contains(" -> /proc/"))
             .collect();
         v.sort();
         v

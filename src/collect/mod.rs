@@ -1,0 +1,311 @@
+//! Data collection: one file per source, plain structs out, no I/O in the structs themselves.
+//!
+//! `Collector` is owned by the sampler thread. CPU, memory, load and uptime are read every tick;
+//! temperatures, Pi health, network, disks and CPU frequency ("details") only when someone is
+//! watching, since they cost more and nobody needs them otherwise.
+
+pub mod disk;
+pub mod net;
+pub mod own;
+pub mod pi;
+pub mod thermal;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
+
+/// The `data` of a `system` frame.
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemData {
+    /// CPU usage (and frequency, with details).
+    pub cpu: Cpu,
+    /// Load averages (`null` where the host does not expose them).
+    pub load: Option<Load>,
+    /// RAM in bytes.
+    pub memory: Memory,
+    /// Swap in bytes.
+    pub swap: Swap,
+    /// Seconds since boot (`null` if unreadable).
+    pub uptime: Option<u64>,
+    /// Every temperature sensor; `[]` with no sensors, `null` when details were not sampled.
+    pub temperatures: Option<Vec<thermal::Temperature>>,
+    /// Raspberry Pi health; `null` on other hosts (and when details were not sampled).
+    pub pi: Option<pi::PiHealth>,
+    /// Network interfaces; `null` when details were not sampled.
+    pub network: Option<Vec<net::Interface>>,
+    /// Mounted real filesystems; `null` when details were not sampled.
+    pub disks: Option<Vec<disk::Disk>>,
+}
+
+/// CPU usage in percent.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cpu {
+    /// All cores together, 0-100.
+    pub total: f32,
+    /// Each core, 0-100.
+    pub cores: Vec<f32>,
+    /// Each core's current frequency in MHz, where the kernel exposes it (with details).
+    pub freq_mhz: Option<Vec<u64>>,
+}
+
+/// Load averages.
+#[derive(Clone, Debug, Serialize)]
+pub struct Load {
+    /// Over one minute.
+    pub one: f64,
+    /// Over five minutes.
+    pub five: f64,
+    /// Over fifteen minutes.
+    pub fifteen: f64,
+}
+
+/// RAM in bytes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Memory {
+    /// Installed.
+    pub total: u64,
+    /// In use (total minus available).
+    pub used: u64,
+    /// Available to new programs without swapping.
+    pub available: u64,
+}
+
+/// Swap in bytes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Swap {
+    /// Configured.
+    pub total: u64,
+    /// In use.
+    pub used: u64,
+}
+
+/// What the host is; read once at start.
+#[derive(Clone, Debug, Serialize)]
+pub struct Host {
+    /// Host name.
+    pub hostname: String,
+    /// OS name and version (`Debian GNU/Linux 12 (bookworm)`).
+    pub os: String,
+    /// Kernel version.
+    pub kernel: String,
+    /// CPU architecture (`aarch64`, `x86_64`).
+    pub arch: String,
+    /// CPU model (`Cortex-A72`, ...).
+    pub cpu_model: String,
+    /// Logical CPUs.
+    pub cpu_count: usize,
+}
+
+/// The sampler thread's measuring state.
+pub struct Collector {
+    /// CPU and memory.
+    sys: System,
+    /// Network counters, created on first use.
+    networks: Option<sysinfo::Networks>,
+    /// Mounted filesystems, created on first use.
+    disks: Option<sysinfo::Disks>,
+    /// hwmon sensors, created on first use.
+    components: Option<sysinfo::Components>,
+    /// Counter deltas for network rates.
+    rates: net::Rates,
+    /// Where sysfs is (a fixture tree in tests).
+    sys_root: PathBuf,
+}
+
+impl Collector {
+    /// A collector reading sysfs under `sys_root` (normally `/sys`).
+    pub fn new(sys_root: PathBuf) -> std::io::Result<Collector> {
+        let sys = System::new_with_specifics(
+            RefreshKind::nothing()
+                .with_cpu(CpuRefreshKind::nothing().with_usage())
+                .with_memory(MemoryRefreshKind::everything()),
+        )
+        .map_err(|e| std::io::Error::other(format!("cannot read host figures: {e}")))?;
+        Ok(Collector {
+            sys,
+            networks: None,
+            disks: None,
+            components: None,
+            rates: net::Rates::default(),
+            sys_root,
+        })
+    }
+
+    /// What the host is.
+    pub fn host(&mut self) -> Host {
+        self.sys.refresh_cpu_list(CpuRefreshKind::nothing());
+        let text = |r: Result<String, sysinfo::Error>| r.unwrap_or_else(|_| "unknown".into());
+        Host {
+            hostname: text(System::host_name()),
+            os: text(System::long_os_version()),
+            kernel: text(System::kernel_version()),
+            arch: System::cpu_arch(),
+            cpu_model: cpu_model(&self.sys),
+            cpu_count: self.sys.cpus().len(),
+        }
+    }
+
+    /// Measures the host; `details` adds temperatures, Pi health, network, disks and frequencies.
+    pub fn sample(&mut self, details: bool) -> SystemData {
+        self.sys.refresh_cpu_usage();
+        self.sys.refresh_memory();
+        let load = System::load_average().ok();
+        let total = self.sys.total_memory();
+        let available = self.sys.available_memory();
+        let mut data = SystemData {
+            cpu: Cpu {
+                total: round1(self.sys.global_cpu_usage()),
+                cores: self.sys.cpus().iter().map(|c| round1(c.usage())).collect(),
+                freq_mhz: None,
+            },
+            load: load.map(|l| Load {
+                one: l.one,
+                five: l.five,
+                fifteen: l.fifteen,
+            }),
+            memory: Memory {
+                total,
+                used: total.saturating_sub(available),
+                available,
+            },
+            swap: Swap {
+                total: self.sys.total_swap(),
+                used: self.sys.used_swap(),
+            },
+            uptime: System::uptime().ok(),
+            temperatures: None,
+            pi: None,
+            network: None,
+            disks: None,
+        };
+        if details {
+            self.details(&mut data);
+        } else {
+            // Rates across a pause would be averages over minutes: start over next time.
+            self.rates.reset();
+        }
+        data
+    }
+
+    /// Fills in the costlier parts.
+    fn details(&mut self, data: &mut SystemData) {
+        self.sys.refresh_cpu_frequency();
+        let freq: Vec<u64> = self.sys.cpus().iter().map(|c| c.frequency()).collect();
+        data.cpu.freq_mhz = freq.iter().any(|f| *f > 0).then_some(freq);
+
+        let components = self.components.get_or_insert_with(|| {
+            sysinfo::Components::new_with_refreshed_list().unwrap_or_else(|_| empty_components())
+        });
+        components.refresh(true);
+        let mut temps = thermal::hwmon(components);
+        temps.extend(thermal::thermal_zones(&self.sys_root));
+        data.temperatures = Some(temps);
+
+        data.pi = pi::read(&self.sys_root);
+
+        let networks = self.networks.get_or_insert_with(|| {
+            sysinfo::Networks::new_with_refreshed_list().unwrap_or_else(|_| empty_networks())
+        });
+        networks.refresh(true);
+        data.network = Some(self.rates.update(Instant::now(), net::totals(networks)));
+
+        let disks = self.disks.get_or_insert_with(|| {
+            sysinfo::Disks::new_with_refreshed_list().unwrap_or_else(|_| empty_disks())
+        });
+        disks.refresh(true);
+        data.disks = Some(disk::list(disks));
+    }
+}
+
+// sysinfo's constructors are fallible; with nothing readable we carry on with empty lists.
+fn empty_components() -> sysinfo::Components {
+    sysinfo::Components::new().expect("an empty component list needs no I/O")
+}
+fn empty_networks() -> sysinfo::Networks {
+    sysinfo::Networks::new().expect("an empty network list needs no I/O")
+}
+fn empty_disks() -> sysinfo::Disks {
+    sysinfo::Disks::new().expect("an empty disk list needs no I/O")
+}
+
+/// The CPU model: the brand string, else the vendor, else "unknown".
+fn cpu_model(sys: &System) -> String {
+    sys.cpus()
+        .first()
+        .map(|c| {
+            let b = c.brand().trim();
+            if b.is_empty() {
+                c.vendor_id().trim()
+            } else {
+                b
+            }
+            .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// One decimal is all a dashboard shows, and it keeps frames short.
+pub fn round1(x: f32) -> f32 {
+    if x.is_finite() {
+        (x * 10.0).round() / 10.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_sample_has_the_core_fields_and_no_details() {
+        let mut c = Collector::new("/sys".into()).unwrap();
+        let v = serde_json::to_value(c.sample(false)).unwrap();
+        for path in [
+            "/cpu/total",
+            "/cpu/cores",
+            "/load/one",
+            "/memory/total",
+            "/memory/used",
+            "/memory/available",
+            "/swap/total",
+            "/swap/used",
+            "/uptime",
+        ] {
+            assert!(v.pointer(path).is_some(), "missing {path} in {v}");
+        }
+        for detail in ["temperatures", "network", "disks", "pi"] {
+            assert!(v[detail].is_null(), "{detail} sampled without details");
+        }
+    }
+
+    #[test]
+    fn a_detailed_sample_lists_sensors_interfaces_and_disks() {
+        let mut c = Collector::new("/sys".into()).unwrap();
+        let v = serde_json::to_value(c.sample(true)).unwrap();
+        assert!(v["temperatures"].is_array());
+        let nets = v["network"].as_array().unwrap();
+        assert!(nets.iter().any(|i| i["name"] == "lo"), "{v}");
+        assert!(v["disks"].is_array());
+        // The second detailed sample has rates.
+        let v = serde_json::to_value(c.sample(true)).unwrap();
+        assert!(v["network"][0]["rx_per_s"].is_u64(), "{v}");
+    }
+
+    #[test]
+    fn host_is_described() {
+        let mut c = Collector::new("/sys".into()).unwrap();
+        let h = c.host();
+        assert!(h.cpu_count > 0);
+        assert!(!h.hostname.is_empty() && !h.arch.is_empty());
+    }
+
+    #[test]
+    fn rounding_keeps_one_decimal() {
+        assert_eq!(round1(12.345), 12.3);
+        assert_eq!(round1(f32::NAN), 0.0);
+    }
+}
