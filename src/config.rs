@@ -232,7 +232,17 @@ impl Config {
             history,
             logs,
             journals,
-            token_file: f.token_file.as_ref().map(PathBuf::from),
+            token_file: match &f.token_file {
+                // Accepting the flag while not enforcing it would leave a user believing the
+                // daemon is protected: refuse until the token check exists.
+                Some(_) => {
+                    return Err(bad(
+                        "--token-file",
+                        "tokens are not supported by this version yet; remove the flag",
+                    ));
+                }
+                None => None,
+            },
             allow_origins: f.allow_origin.clone(),
             log_level,
             head_timeout: Duration::from_secs(10),

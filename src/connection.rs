@@ -91,7 +91,11 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(non-text panic)")
 }
 
+// Fields drop in declaration order: subscriptions go first, so a hub never holds the sender of a
+// connection whose queue is already closed.
 struct Session {
+    /// Subscriptions held; dropping one unsubscribes.
+    subs: Vec<Sub>,
     /// Configuration, shutdown signal, registry, catalogue.
     app: Arc<App>,
     /// The WebSocket.
@@ -100,8 +104,6 @@ struct Session {
     tx: Sender<Frame>,
     /// This connection's queue of frames from every subscribed hub (bounded by `--send-queue`).
     rx: Receiver<Frame>,
-    /// Subscriptions held; dropping one unsubscribes.
-    subs: Vec<Sub>,
     /// Consecutive invalid commands.
     invalid_in_a_row: u32,
 }
@@ -172,7 +174,8 @@ impl Session {
             } else {
                 deadline
             };
-            // Wait for whichever comes first; shutdown and timers are checked before traffic.
+            // Wait for whichever comes first. Shutdown first; the client before the timer, so a pong
+            // that arrived while a write was blocked counts before the pong deadline is judged.
             let event = {
                 let ws = &mut self.ws;
                 let rx = &self.rx;
@@ -182,11 +185,11 @@ impl Session {
                     let _ = shutdown.recv().await;
                     Event::Shutdown
                 }
+                .or(async { Event::Client(ws.next().await) })
                 .or(async {
                     Timer::at(deadline).await;
                     Event::Tick
                 })
-                .or(async { Event::Client(ws.next().await) })
                 .or(async {
                     // We hold a sender ourselves, so this only errs if the channel is closed.
                     rx.recv().await.map_or(Event::Shutdown, Event::Frame)
@@ -224,14 +227,21 @@ impl Session {
                         .subs
                         .iter()
                         .any(|s| s.topic == frame.topic() && frame.seq() > s.covers_seq);
-                    if wanted && let Err(e) = self.send(Message::Text(frame.text())).await {
-                        return (End::Abort, e);
+                    if wanted {
+                        if let Err(e) = self.send(Message::Text(frame.text())).await {
+                            return (End::Abort, e);
+                        }
+                        frame.delivered();
                     }
                 }
                 Event::Client(None) => return (End::Abort, "peer closed the socket".into()),
                 Event::Client(Some(Err(e))) => return client_error(e),
                 Event::Client(Some(Ok(msg))) => {
-                    last_client = Instant::now();
+                    // Only what the client says counts as activity: a browser answers pings by
+                    // itself, so pongs would keep a forgotten, unsubscribed tab open forever.
+                    if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                        last_client = Instant::now();
+                    }
                     let replies = match msg {
                         Message::Text(text) => self.command_guarded(&text),
                         Message::Binary(_) => self.invalid("binary frames are not supported", None),
@@ -321,7 +331,14 @@ impl Session {
         };
         self.invalid_in_a_row = 0;
         // Taken after subscribing, so nothing published in between is missed; overlap is skipped by seq.
-        let backfill = self.app.topics.backfill(topic);
+        let mut backfill = self.app.topics.backfill(topic);
+        if backfill.frames.is_empty()
+            && let Some(last) = sub.hub().last_frame()
+        {
+            // Periodic topics: the latest frame now rather than up to a period from now.
+            backfill.covers_seq = last.seq();
+            backfill.frames.push(last.text());
+        }
         self.subs.push(Sub {
             topic: topic.to_string(),
             _sub: sub,
@@ -360,9 +377,11 @@ impl Session {
         Ok(())
     }
 
-    /// Sends one message within `--write-timeout`.
+    /// Sends one message within `--write-timeout`, giving up at once if the daemon shuts down (a
+    /// write that is blocked would otherwise hold up the shutdown drain).
     async fn send(&mut self, msg: Message) -> Result<(), String> {
         let timeout = self.app.config.write_timeout;
+        let shutdown = &self.app.shutdown;
         match self
             .ws
             .send(msg)
@@ -370,11 +389,18 @@ impl Session {
                 Timer::after(timeout).await;
                 Err(WsError::Io(std::io::ErrorKind::TimedOut.into()))
             })
+            .or(async {
+                let _ = shutdown.recv().await;
+                Err(WsError::Io(std::io::ErrorKind::Interrupted.into()))
+            })
             .await
         {
             Ok(()) => Ok(()),
             Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 Err("write timeout".into())
+            }
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                Err("server shutdown during a blocked write".into())
             }
             Err(e) => Err(format!("write failed: {e}")),
         }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_channel::Sender;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
@@ -37,8 +37,17 @@ struct FrameInner {
     seq: u64,
     /// The JSON text, serialized once.
     text: Utf8Bytes,
-    /// The publishing hub's drop counter, charged if a full queue pushes this frame out.
-    dropped: Arc<AtomicU64>,
+    /// The topic's counters: charged when the frame is delivered, or pushed out of a full queue.
+    counters: Arc<TopicCounters>,
+}
+
+/// A topic's frame counts since the daemon started; they outlive the topic's hubs.
+#[derive(Debug, Default)]
+pub struct TopicCounters {
+    /// Frames written to clients.
+    pub sent: AtomicU64,
+    /// Frames dropped from full subscriber queues.
+    pub dropped: AtomicU64,
 }
 
 impl Frame {
@@ -56,6 +65,11 @@ impl Frame {
     pub fn text(&self) -> Utf8Bytes {
         self.0.text.clone()
     }
+
+    /// Counts the frame as written to a client.
+    pub fn delivered(&self) {
+        self.0.counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A topic's hub.
@@ -64,8 +78,10 @@ pub struct Hub {
     topic: Arc<str>,
     /// Subscribers and lifecycle; a std lock, never held across an await or while dropping a task.
     state: Mutex<HubState>,
-    /// Frames lost from full subscriber queues (for `/api/websocket/stats`).
-    dropped: Arc<AtomicU64>,
+    /// The topic's counters, shared with every hub the topic ever had.
+    counters: Arc<TopicCounters>,
+    /// `counters.dropped` when this hub was created, so stats show this hub's own drops.
+    dropped_base: u64,
     /// The numbering for producers that do not bring their own `seq`.
     next_seq: AtomicU64,
 }
@@ -79,6 +95,20 @@ struct HubState {
     empty_epoch: u64,
     /// Set (under the registry lock) when the hub leaves the registry; nothing attaches after that.
     closed: bool,
+    /// The last frame published, for subscribers who arrive between frames.
+    last: Option<Frame>,
+    /// When the list last became empty; the hub is removed `linger` after that.
+    emptied_at: Instant,
+    /// A linger timer is armed; at most one per hub, however often it empties.
+    lingering: bool,
+}
+
+/// What a linger timer should do next.
+enum Reap {
+    /// The hub was removed, is in use again, or is gone: the timer ends.
+    Done,
+    /// The hub emptied again since: wait until then, for that epoch.
+    Wait(Instant, u64),
 }
 
 struct Subscriber {
@@ -106,7 +136,12 @@ impl Hub {
 
     /// Frames dropped from full queues since the hub was created.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.counters.dropped.load(Ordering::Relaxed) - self.dropped_base
+    }
+
+    /// The last frame published, if any.
+    pub fn last_frame(&self) -> Option<Frame> {
+        self.lock().last.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -121,33 +156,43 @@ impl Hub {
             topic: self.topic.clone(),
             seq,
             text,
-            dropped: self.dropped.clone(),
+            counters: self.counters.clone(),
         }));
         let mut st = self.lock();
-        st.subscribers
-            .retain(|s| match s.tx.force_send(frame.clone()) {
-                Ok(None) => true,
+        st.last = Some(frame.clone());
+        let mut reached = 0;
+        // The list is only ever changed by subscribe and unsubscribe, so emptiness (and teardown)
+        // has exactly one path. A closed queue is skipped; its Subscription removes it on drop.
+        for s in &st.subscribers {
+            match s.tx.force_send(frame.clone()) {
+                Ok(None) => reached += 1,
                 Ok(Some(old)) => {
-                    old.0.dropped.fetch_add(1, Ordering::Relaxed);
-                    true
+                    old.0.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    reached += 1;
                 }
-                // The connection dropped its receiver; its Subscription will find itself already gone.
-                Err(_) => false,
-            });
-        st.subscribers.len()
+                Err(_) => {}
+            }
+        }
+        reached
     }
 
-    /// Removes a subscriber; returns the new empty epoch if that emptied the hub.
+    /// Removes a subscriber. If that emptied the hub and no linger timer is armed yet, arms one
+    /// and returns the epoch it is for.
     fn remove(&self, id: u64) -> Option<u64> {
         let mut st = self.lock();
         let before = st.subscribers.len();
         st.subscribers.retain(|s| s.id != id);
-        if before > 0 && st.subscribers.is_empty() && !st.closed {
-            st.empty_epoch += 1;
-            Some(st.empty_epoch)
-        } else {
-            None
+        if before == 0 || !st.subscribers.is_empty() || st.closed {
+            return None;
         }
+        st.empty_epoch += 1;
+        st.emptied_at = Instant::now();
+        if st.lingering {
+            // The armed timer will see the new epoch and wait again.
+            return None;
+        }
+        st.lingering = true;
+        Some(st.empty_epoch)
     }
 }
 
@@ -174,6 +219,8 @@ pub struct Registry {
     linger: Duration,
     /// Subscription ids.
     next_id: AtomicU64,
+    /// Per-topic frame counts; one entry per topic ever subscribed (bounded by the catalogue).
+    counters: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
     /// Called after a hub is created or removed (stats watchers, tests).
     on_change: Box<dyn Fn() + Send + Sync>,
 }
@@ -202,6 +249,7 @@ impl Registry {
             ex,
             linger,
             next_id: AtomicU64::new(1),
+            counters: Mutex::new(BTreeMap::new()),
             on_change,
         })
     }
@@ -223,6 +271,14 @@ impl Registry {
             let hub = match hubs.get(topic) {
                 Some(hub) => hub.clone(),
                 None => {
+                    // Counters exist only for topics the catalogue knows: at most one per topic.
+                    let counters = self
+                        .counters
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(topic)
+                        .cloned()
+                        .unwrap_or_default();
                     let hub = Arc::new(Hub {
                         topic: Arc::from(topic),
                         state: Mutex::new(HubState {
@@ -230,14 +286,23 @@ impl Registry {
                             producer: None,
                             empty_epoch: 0,
                             closed: false,
+                            last: None,
+                            emptied_at: Instant::now(),
+                            lingering: false,
                         }),
-                        dropped: Arc::new(AtomicU64::new(0)),
+                        dropped_base: counters.dropped.load(Ordering::Relaxed),
+                        counters,
                         next_seq: AtomicU64::new(0),
                     });
                     let fut = self
                         .catalog
                         .producer(topic, Arc::downgrade(&hub))
                         .ok_or(UnknownTopic)?;
+                    self.counters
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(hub.topic.clone())
+                        .or_insert_with(|| hub.counters.clone());
                     // Without an executor the daemon is shutting down: the hub simply has no producer.
                     let task = self.ex.upgrade().map(|ex| ex.spawn(fut));
                     hub.lock().producer = task;
@@ -263,36 +328,57 @@ impl Registry {
         })
     }
 
-    /// Arms the linger timer of a hub that just became empty (or reaps it at once with no linger).
+    /// Runs the linger timer of a hub that just became empty (or reaps it at once with no linger).
     fn hub_emptied(self: &Arc<Self>, hub: &Arc<Hub>, epoch: u64) {
         if self.linger.is_zero() {
-            self.reap(hub, epoch);
+            // Another subscriber may have come and gone since this one emptied the hub; it left
+            // the reaping to us (the "timer" is armed), so follow newer epochs until done.
+            let mut epoch = epoch;
+            while let Reap::Wait(_, newer) = self.reap(hub, epoch) {
+                epoch = newer;
+            }
             return;
         }
         let Some(ex) = self.ex.upgrade() else {
             // Shutting down: the executor is going away and takes every hub with it.
             return;
         };
+        // Weak references: a pending timer keeps neither the hub nor the registry alive.
         let registry = Arc::downgrade(self);
-        let hub = hub.clone();
-        let linger = self.linger;
+        let hub = Arc::downgrade(hub);
+        let mut until = Instant::now() + self.linger;
+        let mut epoch = epoch;
         ex.spawn(async move {
-            Timer::after(linger).await;
-            if let Some(registry) = registry.upgrade() {
-                registry.reap(&hub, epoch);
+            loop {
+                Timer::at(until).await;
+                let (Some(registry), Some(hub)) = (registry.upgrade(), hub.upgrade()) else {
+                    return;
+                };
+                match registry.reap(&hub, epoch) {
+                    Reap::Done => return,
+                    Reap::Wait(at, newer) => (until, epoch) = (at, newer),
+                }
             }
         })
         .detach();
     }
 
     /// Removes the hub and stops its producer if it is still empty since `epoch`.
-    fn reap(&self, hub: &Arc<Hub>, epoch: u64) {
+    fn reap(&self, hub: &Arc<Hub>, epoch: u64) -> Reap {
         let producer = {
             let mut hubs = self.lock();
             let current = hubs.get(hub.topic()).is_some_and(|h| Arc::ptr_eq(h, hub));
             let mut st = hub.lock();
-            if !current || st.closed || !st.subscribers.is_empty() || st.empty_epoch != epoch {
-                return;
+            if !current || st.closed {
+                return Reap::Done;
+            }
+            if !st.subscribers.is_empty() {
+                // In use again; the next emptying arms a new timer.
+                st.lingering = false;
+                return Reap::Done;
+            }
+            if st.empty_epoch != epoch {
+                return Reap::Wait(st.emptied_at + self.linger, st.empty_epoch);
             }
             st.closed = true;
             let producer = st.producer.take();
@@ -304,6 +390,7 @@ impl Registry {
         drop(producer);
         log::debug!("hub {} removed", hub.topic());
         (self.on_change)();
+        Reap::Done
     }
 
     /// Number of live hubs.
@@ -319,6 +406,22 @@ impl Registry {
     /// The live hub of `topic`, if any.
     pub fn get(&self, topic: &str) -> Option<Arc<Hub>> {
         self.lock().get(topic).cloned()
+    }
+
+    /// Frames sent and dropped per topic since start, by topic.
+    pub fn topic_counters(&self) -> Vec<(String, u64, u64)> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(t, c)| {
+                (
+                    t.to_string(),
+                    c.sent.load(Ordering::Relaxed),
+                    c.dropped.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// Figures of every live hub, by topic.
@@ -524,7 +627,36 @@ mod tests {
     /// every subscription must land on the registry's live hub, and at the end nothing is left.
     #[test]
     fn subscribe_racing_teardown_never_attaches_to_a_dead_hub() {
-        let fx = fixture(Duration::ZERO, 2);
+        hammer(Duration::ZERO);
+    }
+
+    /// The same race through the linger timers.
+    #[test]
+    fn subscribe_racing_linger_timers_leaves_nothing_behind() {
+        hammer(Duration::from_millis(1));
+    }
+
+    #[test]
+    fn linger_counts_from_the_latest_emptying() {
+        let fx = fixture(Duration::from_secs(1), 1);
+        let (tx, _rx) = async_channel::bounded(4);
+        let t0 = Instant::now();
+        drop(fx.registry.subscribe("t", &tx).unwrap());
+        smol::block_on(Timer::at(t0 + Duration::from_millis(500)));
+        drop(fx.registry.subscribe("t", &tx).unwrap());
+        // The first emptying's timer fires at 1 s; the hub must stay until 1.5 s.
+        smol::block_on(Timer::at(t0 + Duration::from_millis(1100)));
+        assert_eq!(
+            fx.registry.len(),
+            1,
+            "removed a linger after the first emptying"
+        );
+        eventually("hub removal", || fx.registry.is_empty());
+        assert!(t0.elapsed() >= Duration::from_millis(1500));
+    }
+
+    fn hammer(linger: Duration) {
+        let fx = fixture(linger, 2);
         let registry = fx.registry.clone();
         let workers: Vec<_> = (0..4)
             .map(|_| {
@@ -546,7 +678,7 @@ mod tests {
         for w in workers {
             w.join().unwrap();
         }
-        assert_eq!(registry.len(), 0, "no hub outlives its subscribers");
+        eventually("no hub outlives its subscribers", || registry.is_empty());
         eventually("every producer stopped", || {
             fx.live.load(Ordering::SeqCst) == 0
         });

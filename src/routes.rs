@@ -15,14 +15,14 @@ pub enum Routed {
 
 /// Routes one request.
 pub fn route(app: &App, req: &Request) -> Routed {
-    if req.has_body {
-        // Nothing here takes a body; refusing it keeps the parser from having to skip one.
-        return Routed::Response(Response::error(400, "request bodies are not accepted"));
-    }
     if req.method != "GET" {
         return Routed::Response(
             Response::error(405, "only GET is supported").with("Allow", "GET"),
         );
+    }
+    if req.has_body {
+        // Nothing here takes a body; refusing it keeps the parser from having to skip one.
+        return Routed::Response(Response::error(400, "request bodies are not accepted"));
     }
     Routed::Response(match req.path.as_str() {
         "/" => index(),

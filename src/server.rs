@@ -29,8 +29,9 @@ use crate::topics::Topics;
 /// blocks our writes within a few frames and `--write-timeout` ends it.
 pub const WS_SEND_BUFFER: usize = 64 * 1024;
 
-/// How long shutdown waits for connections to close before exiting anyway.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for connections to close before exiting anyway; under the contract's
+/// 5 s so the process is gone within 5 s of the signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(4500);
 
 /// State shared by every task of one daemon.
 pub struct App {
@@ -55,6 +56,28 @@ pub struct App {
 }
 
 impl App {
+    /// The `server` topic's data: the daemon's own view of itself.
+    pub fn server_view(&self) -> serde_json::Value {
+        let own = self.sampler.own();
+        let per_ip: Vec<_> = self
+            .limits
+            .per_ip()
+            .into_iter()
+            .map(|(ip, n)| serde_json::json!({ "ip": ip.to_string(), "connections": n }))
+            .collect();
+        let frames_sent: u64 = self.registry.topic_counters().iter().map(|c| c.1).sum();
+        serde_json::json!({
+            "active_connections": self.limits.active(),
+            "connections_total": self.limits.connections_total(),
+            "per_ip": per_ip,
+            "hubs": self.registry.stats(),
+            "rss": own.rss,
+            "cpu": own.cpu,
+            "uptime": self.started.elapsed().as_secs(),
+            "frames_sent": frames_sent,
+        })
+    }
+
     /// `/api/websocket/stats`, live.
     pub fn stats(&self) -> serde_json::Value {
         let (per_ip, total) = self.limits.rejected();
@@ -123,6 +146,7 @@ impl Server {
             started: Instant::now(),
             ex: Arc::downgrade(&ex),
         });
+        app.topics.set_app(Arc::downgrade(&app));
         Ok(Server {
             app,
             ex,
@@ -197,13 +221,20 @@ async fn accept_loop(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
+    let mut accepted = 0u32;
     loop {
-        let next = async { Some(listener.accept().await) }
-            .or(async {
-                (&mut stop).await;
-                None
-            })
-            .await;
+        // Stop is polled first, so a flood of connections cannot hold up shutdown.
+        let next = async {
+            (&mut stop).await;
+            None
+        }
+        .or(async { Some(listener.accept().await) })
+        .await;
+        accepted = accepted.wrapping_add(1);
+        if accepted % 64 == 0 {
+            // Under a flood the backlog never empties: let the connection tasks run too.
+            smol::future::yield_now().await;
+        }
         match next {
             None => return,
             Some(Ok((stream, peer))) => {
@@ -262,6 +293,8 @@ async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr, drai
                 break;
             }
         };
+        // The buffer grew for this head at most; give the memory back while the connection idles.
+        buf.shrink_to(1024);
         let keep_alive = req.keep_alive() && !req.has_body;
         match routes::route(&app, &req) {
             Routed::Response(r) => {
@@ -297,8 +330,19 @@ async fn upgrade(
 ) {
     let write_timeout = app.config.write_timeout;
     let refuse = |r: Response| r.to_bytes(false);
-    let answer = match check_upgrade(&req) {
-        Err(r) => Err(refuse(r)),
+    let answer = match check_upgrade(&req).and_then(|key| {
+        check_origin(&req, &app.config.allow_origins)?;
+        Ok(key)
+    }) {
+        Err(r) => {
+            if r.status == 403 {
+                log::warn!(
+                    "ws {peer}: refused origin {}",
+                    req.origin.as_deref().unwrap_or("")
+                );
+            }
+            Err(refuse(r))
+        }
         Ok(key) => match app.limits.try_acquire(peer) {
             Err(Rejection::PerIp) => {
                 log::warn!(
@@ -402,6 +446,55 @@ fn check_upgrade(req: &Request) -> Result<String, Response> {
     }
 }
 
+/// SECURITY: any web page a LAN user visits can try to open a WebSocket to the daemon (cross-site
+/// WebSocket hijacking) and read process lists and logs. Browsers always send `Origin`; it must be
+/// the daemon's own address (as the browser reached it, i.e. `Host`) or one listed with
+/// `--allow-origin`. Clients that send no `Origin` (scripts, wscat) are not browsers and pass.
+fn check_origin(req: &Request, allowed: &[String]) -> Result<(), Response> {
+    let Some(origin) = req.origin.as_deref() else {
+        return Ok(());
+    };
+    let same_host = req
+        .host
+        .as_deref()
+        .zip(origin_authority(origin))
+        // The daemon speaks plain HTTP, so a Host without a port means port 80.
+        .is_some_and(|(host, (auth, default_port))| {
+            with_port(host, 80).eq_ignore_ascii_case(&with_port(auth, default_port))
+        });
+    if same_host || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        Ok(())
+    } else {
+        Err(Response::error(
+            403,
+            "origin not allowed (open the dashboard from the daemon itself, or start it with --allow-origin)",
+        ))
+    }
+}
+
+/// The authority of an `http(s)://authority` origin and its scheme's default port.
+fn origin_authority(origin: &str) -> Option<(&str, u16)> {
+    let (rest, port) = if let Some(r) = origin.strip_prefix("http://") {
+        (r, 80)
+    } else {
+        (origin.strip_prefix("https://")?, 443)
+    };
+    (!rest.is_empty() && !rest.contains('/')).then_some((rest, port))
+}
+
+/// `host` with `:port` added if it has none (IPv6 literals are bracketed).
+fn with_port(authority: &str, default_port: u16) -> String {
+    let has_port = match authority.rfind(']') {
+        Some(close) => authority[close..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    }
+}
+
 /// A key is base64 of 16 bytes: 22 base64 characters then `==`.
 fn valid_key(k: &str) -> bool {
     let b = k.as_bytes();
@@ -483,6 +576,40 @@ impl Drop for ServerHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upgrade_from(origin: Option<&str>, host: &str) -> Request {
+        Request {
+            host: Some(host.into()),
+            origin: origin.map(Into::into),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn origins_must_be_the_daemon_itself_or_allowed() {
+        let allowed = vec!["https://grafana.lan".to_string()];
+        let ok = |o: Option<&str>, h: &str| check_origin(&upgrade_from(o, h), &allowed).is_ok();
+        assert!(ok(None, "pi:9753"), "scripts send no Origin");
+        assert!(ok(Some("http://pi:9753"), "pi:9753"));
+        assert!(ok(Some("http://PI:9753"), "pi:9753"));
+        assert!(ok(Some("http://pi"), "pi:80"));
+        assert!(ok(Some("http://[::1]:9753"), "[::1]:9753"));
+        assert!(ok(Some("https://grafana.lan"), "pi:9753"));
+        assert!(!ok(Some("http://evil.example"), "pi:9753"));
+        assert!(!ok(Some("http://pi:9754"), "pi:9753"));
+        assert!(
+            !ok(Some("https://pi"), "pi"),
+            "an https page is another origin"
+        );
+        assert!(!ok(Some("null"), "pi:9753"));
+        assert!(!ok(Some("http://pi:9753/x"), "pi:9753"));
+        assert_eq!(
+            check_origin(&upgrade_from(Some("http://evil"), "pi"), &allowed)
+                .unwrap_err()
+                .status,
+            403
+        );
+    }
 
     #[test]
     fn websocket_keys_are_checked() {

@@ -2,17 +2,30 @@
 //! what a new subscriber receives first (the backfill).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
+use crate::collect::procs::Scanner;
 use crate::hub::{Catalog, Hub, ProducerFuture};
 use crate::sampler::{Sample, Sampler, unix_ms};
+use crate::server::App;
 
 /// Topic of the host sample, published at 1 Hz.
 pub const SYSTEM: &str = "system";
+/// Topic of the top processes, published every `PROCESSES_PERIOD`.
+pub const PROCESSES: &str = "processes";
+/// Topic of the daemon's own figures, published every `SERVER_PERIOD`.
+pub const SERVER: &str = "server";
+/// How often the process table is scanned while someone watches.
+pub const PROCESSES_PERIOD: Duration = Duration::from_secs(2);
+/// How many processes the `processes` topic lists.
+pub const TOP_PROCESSES: usize = 15;
+/// How often the `server` topic publishes.
+pub const SERVER_PERIOD: Duration = Duration::from_secs(2);
 /// Test-only topic that publishes padded frames fast (see `TestHooks`).
 pub const FLOOD: &str = "test/flood";
 /// A history frame stays under this many bytes: tungstenite keeps its write buffer at the size of
@@ -27,9 +40,16 @@ pub struct Topics {
     flood: Option<(Duration, usize)>,
     /// Producers running now; a producer that outlived its hub would show here.
     running: Arc<AtomicUsize>,
+    /// Process-table scans since start: proof that scanning stops when nobody watches.
+    scans: Arc<AtomicU64>,
+    /// The daemon, for the `server` topic; set once the daemon's state exists.
+    app: OnceLock<Weak<App>>,
+    /// The last `system` history frames built, reused until the next sample.
+    history: Mutex<Option<Backfill>>,
 }
 
 /// What a new subscriber gets before live frames.
+#[derive(Clone)]
 pub struct Backfill {
     /// Frames to send, in order.
     pub frames: Vec<Utf8Bytes>,
@@ -44,12 +64,42 @@ impl Topics {
             sampler,
             flood,
             running: Arc::new(AtomicUsize::new(0)),
+            scans: Arc::new(AtomicU64::new(0)),
+            app: OnceLock::new(),
+            history: Mutex::new(None),
         }
+    }
+
+    /// Gives the `server` topic its view of the daemon.
+    pub fn set_app(&self, app: Weak<App>) {
+        let _ = self.app.set(app);
+    }
+
+    /// The `system` history frames, built once per sample however many subscribe meanwhile.
+    fn system_history(&self) -> Backfill {
+        let newest = self.sampler.latest().map_or(0, |s| s.seq);
+        let mut cache = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.as_ref().is_none_or(|c| c.covers_seq != newest) {
+            *cache = Some(history_frames(
+                &self.sampler.history(),
+                self.sampler.host_json(),
+            ));
+        }
+        cache.clone().expect("filled above")
+    }
+
+    /// Process-table scans since start.
+    pub fn scans(&self) -> u64 {
+        self.scans.load(Ordering::Relaxed)
     }
 
     /// Every topic that can be subscribed now.
     pub fn names(&self) -> Vec<String> {
-        let mut v = vec![SYSTEM.to_string()];
+        let mut v = vec![
+            SYSTEM.to_string(),
+            PROCESSES.to_string(),
+            SERVER.to_string(),
+        ];
         if self.flood.is_some() {
             v.push(FLOOD.to_string());
         }
@@ -58,7 +108,7 @@ impl Topics {
 
     /// Whether `topic` can be subscribed.
     pub fn exists(&self, topic: &str) -> bool {
-        topic == SYSTEM || (topic == FLOOD && self.flood.is_some())
+        matches!(topic, SYSTEM | PROCESSES | SERVER) || (topic == FLOOD && self.flood.is_some())
     }
 
     /// Producers running now.
@@ -69,7 +119,7 @@ impl Topics {
     /// What a new subscriber of `topic` receives first.
     pub fn backfill(&self, topic: &str) -> Backfill {
         match topic {
-            SYSTEM => history_frames(&self.sampler.history(), self.sampler.host_json()),
+            SYSTEM => self.system_history(),
             _ => Backfill {
                 frames: Vec::new(),
                 covers_seq: 0,
@@ -82,7 +132,11 @@ impl Catalog for Topics {
     fn producer(&self, topic: &str, hub: Weak<Hub>) -> Option<ProducerFuture> {
         let running = Running::new(&self.running);
         match topic {
-            SYSTEM => Some(Box::pin(system(self.sampler.clone(), hub, running))),
+            // Registered now, not on the producer's first poll, so no sample falls between the
+            // subscriber's history and its first live frame.
+            SYSTEM => Some(Box::pin(system(self.sampler.listen(), hub, running))),
+            PROCESSES => Some(Box::pin(processes(self.scans.clone(), hub, running))),
+            SERVER => Some(Box::pin(server(self.app.get()?.clone(), hub, running))),
             FLOOD => {
                 let (period, size) = self.flood?;
                 Some(Box::pin(flood(period, size, hub, running)))
@@ -109,11 +163,55 @@ impl Drop for Running {
 }
 
 /// Publishes every sample the sampler thread takes while the `system` hub lives.
-async fn system(sampler: Arc<Sampler>, hub: Weak<Hub>, _running: Running) {
-    let samples = sampler.listen();
+async fn system(samples: Receiver<Arc<Sample>>, hub: Weak<Hub>, _running: Running) {
     while let Ok(s) = samples.recv().await {
         let Some(hub) = hub.upgrade() else { return };
         hub.publish(s.seq, data_frame(SYSTEM, s.seq, s.ts, &s.data));
+    }
+}
+
+/// Scans the process table every `PROCESSES_PERIOD` on a blocking thread and publishes the top.
+async fn processes(scans: Arc<AtomicU64>, hub: Weak<Hub>, _running: Running) {
+    // The first reading only primes CPU counters; the second, shortly after, is worth sending.
+    let Some(scanner) = smol::unblock(Scanner::new).await else {
+        log::warn!("processes: cannot read the process table");
+        return;
+    };
+    let mut scanner = Some(scanner);
+    let mut wait = Duration::from_millis(500);
+    loop {
+        smol::Timer::after(wait).await;
+        wait = PROCESSES_PERIOD;
+        let mut s = scanner
+            .take()
+            .expect("the scanner comes back from every scan");
+        let (s, top) = smol::unblock(move || {
+            let top = s.scan(TOP_PROCESSES);
+            (s, top)
+        })
+        .await;
+        scanner = Some(s);
+        scans.fetch_add(1, Ordering::Relaxed);
+        let Some(hub) = hub.upgrade() else { return };
+        let data = serde_json::json!({ "processes": top }).to_string();
+        let seq = hub.next_seq();
+        hub.publish(seq, data_frame(PROCESSES, seq, unix_ms(), &data));
+    }
+}
+
+/// Publishes the daemon's own figures every `SERVER_PERIOD`.
+async fn server(app: Weak<App>, hub: Weak<Hub>, _running: Running) {
+    let mut timer = smol::Timer::interval(SERVER_PERIOD);
+    loop {
+        {
+            let (Some(app), Some(hub)) = (app.upgrade(), hub.upgrade()) else {
+                return;
+            };
+            let data = app.server_view().to_string();
+            let seq = hub.next_seq();
+            hub.publish(seq, data_frame(SERVER, seq, unix_ms(), &data));
+        }
+        smol::stream::StreamExt::next(&mut timer).await;
     }
 }
 

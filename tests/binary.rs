@@ -27,6 +27,7 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--log-level", "chatty"][..], "--log-level"),
         (&["--no-such-flag"][..], "--no-such-flag"),
         (&["--listen"][..], "--listen"),
+        (&["--token-file", "/etc/edgemon.token"][..], "--token-file"),
     ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);

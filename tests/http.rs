@@ -91,7 +91,7 @@ fn hostile_requests_get_clear_answers_and_the_daemon_keeps_serving() {
         (
             "chunked body",
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
-            400,
+            405,
         ),
         (
             "POST",
@@ -99,6 +99,11 @@ fn hostile_requests_get_clear_answers_and_the_daemon_keeps_serving() {
             405,
         ),
         ("HTTP/1.0", b"GET /healthz HTTP/1.0\r\n\r\n".to_vec(), 200),
+        (
+            "chunked GET",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            400,
+        ),
         (
             "upgrade without Upgrade header",
             b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),

@@ -430,3 +430,48 @@ fn system_details_are_sampled_only_while_someone_watches() {
         );
     });
 }
+
+#[test]
+fn a_tab_that_only_answers_pings_is_still_closed_when_idle() {
+    let mut c = config();
+    c.ping_interval = Duration::from_millis(100);
+    c.idle_timeout = Duration::from_millis(600);
+    let srv = start(c);
+    within(10, async {
+        // Reading answers every ping (as a browser does), but never subscribes or sends anything.
+        let mut ws = ws(srv.addr, "/ws").await;
+        let f = close_frame(&mut ws).await.expect("close frame");
+        assert_eq!(f.code, CloseCode::Policy);
+        assert_eq!(f.reason.as_str(), "idle");
+    });
+}
+
+#[test]
+fn browser_origins_other_than_the_daemon_get_403() {
+    let srv = start(config());
+    let upgrade = |origin: &str| {
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{origin}\r\n",
+            srv.addr
+        );
+        let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let evil = upgrade("Origin: http://evil.example\r\n");
+    assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+    assert!(evil.contains("origin not allowed"), "{evil}");
+    let own = upgrade(&format!("Origin: http://{}\r\n", srv.addr));
+    assert!(own.starts_with("HTTP/1.1 101"), "{own}");
+    let script = upgrade("");
+    assert!(script.starts_with("HTTP/1.1 101"), "{script}");
+    assert_eq!(
+        srv.app.stats()["rejected_total"],
+        0,
+        "403s are not admission rejections"
+    );
+}

@@ -8,6 +8,7 @@ pub mod disk;
 pub mod net;
 pub mod own;
 pub mod pi;
+pub mod procs;
 pub mod thermal;
 
 use std::path::PathBuf;
