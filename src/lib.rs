@@ -13,6 +13,7 @@
 //!   always closes explicitly. Its [`limits::ConnSlot`] gives its place back on every exit path.
 //! - [`http`] and [`routes`]: a GET-only HTTP/1.1 layer on httparse, and the routes.
 //! - [`server`]: the accept loop, the upgrade, admission and shutdown.
+//! - [`metrics`]: Prometheus exposition of host gauges and the daemon's counters.
 //! - [`config`]: flags, validated.
 //! - [`trim`]: hands freed heap back to the OS after connection churn.
 // One commented `unsafe` call exists: `malloc_trim` in `trim`; everything else is safe code.
@@ -25,6 +26,7 @@ pub mod connection;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod sampler;
 pub mod server;

@@ -30,6 +30,7 @@ pub fn route(app: &App, req: &Request) -> Routed {
         "/api/websocket/stats" => stats(app),
         "/api/system" => system(app),
         "/api/topics" => topics(app),
+        "/metrics" => metrics(app),
         "/ws" => return Routed::Upgrade(None),
         path => match path.strip_prefix("/ws/") {
             // SECURITY: the topic is matched exactly against the catalogue, never decoded or used as a path.
@@ -84,6 +85,17 @@ fn system(app: &App) -> Response {
             format!("{{\"host\":{},{}", app.sampler.host_json(), &s.data[1..]),
         ),
         None => Response::error(503, "no sample yet, retry in a second").with("Retry-After", "1"),
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+fn metrics(app: &App) -> Response {
+    Response {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        cache: "no-store",
+        headers: Vec::new(),
+        body: Cow::Owned(crate::metrics::render(app).into_bytes()),
     }
 }
 

@@ -475,3 +475,64 @@ fn browser_origins_other_than_the_daemon_get_403() {
         "403s are not admission rejections"
     );
 }
+
+#[test]
+fn processes_topic_lists_top_processes_and_scanning_stops_with_the_hub() {
+    let srv = start(config());
+    let scans = || srv.app.topics.scans();
+    within(30, async {
+        let mut ws = ws(srv.addr, "/ws/processes").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        let d = next_of_type(&mut ws, "data").await;
+        assert_eq!(d["topic"], "processes");
+        let procs = d["data"]["processes"].as_array().unwrap();
+        assert!(!procs.is_empty() && procs.len() <= 15, "{d}");
+        for p in procs {
+            for f in ["pid", "name", "cmd", "user", "cpu", "rss", "state"] {
+                assert!(!p[f].is_null(), "{f} missing in {p}");
+            }
+        }
+        let cpus: Vec<f64> = procs.iter().map(|p| p["cpu"].as_f64().unwrap()).collect();
+        assert!(
+            cpus.windows(2).all(|w| w[0] >= w[1]),
+            "not sorted by CPU: {cpus:?}"
+        );
+        let d2 = next_of_type(&mut ws, "data").await;
+        assert_eq!(d2["seq"].as_u64().unwrap(), d["seq"].as_u64().unwrap() + 1);
+        assert!(scans() >= 2);
+        ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    assert!(srv.wait_until(WAIT, no_hubs), "{}", srv.app.stats());
+    let after = scans();
+    // Absence can only be shown by waiting: more than a scan period passes with no scan.
+    std::thread::sleep(edgemon::topics::PROCESSES_PERIOD + Duration::from_millis(500));
+    assert_eq!(scans(), after, "the process table is still being scanned");
+}
+
+#[test]
+fn server_topic_reports_the_daemon_itself() {
+    let srv = start(config());
+    within(20, async {
+        let mut first = ws(srv.addr, "/ws/server").await;
+        assert_eq!(next_json(&mut first).await["type"], "subscribed");
+        let d = next_of_type(&mut first, "data").await;
+        let v = &d["data"];
+        assert_eq!(v["active_connections"], 1, "{d}");
+        assert_eq!(v["per_ip"][0]["ip"], "127.0.0.1");
+        assert!(
+            v["hubs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["topic"] == "server")
+        );
+        for f in ["rss", "cpu", "uptime", "frames_sent", "connections_total"] {
+            assert!(v[f].is_number(), "{f} missing in {d}");
+        }
+        // A second subscriber arriving between frames gets the latest one at once.
+        let mut late = ws(srv.addr, "/ws/server").await;
+        assert_eq!(next_json(&mut late).await["type"], "subscribed");
+        assert_eq!(next_json(&mut late).await["topic"], "server");
+    });
+}

@@ -1,0 +1,115 @@
+//! `/metrics` over a real socket, validated by Prometheus' own `promtool check metrics`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Runs `promtool check metrics` on `text`; `None` when promtool is not installed (outside CI).
+fn promtool(text: &str) -> Option<(bool, String)> {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(_) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "SKIPPED promtool validation: promtool not installed (apt install prometheus)"
+            );
+            return None;
+        }
+        Err(e) => panic!("promtool is required in CI: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Some((out.status.success(), msg))
+}
+
+#[test]
+fn metrics_are_valid_exposition_with_host_and_daemon_families() {
+    let srv = start(config());
+    // Before the first sample: daemon counters only, still valid.
+    let early = get(srv.addr, "/metrics");
+    assert_eq!(early.status, 200);
+    assert!(
+        early
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    if let Some((ok, msg)) = promtool(&early.body) {
+        assert!(ok, "promtool rejected:\n{msg}\n{}", early.body);
+    }
+
+    let (_a, _b) = within(20, async {
+        // Traffic on two topics, so per-topic counters have series.
+        let mut a = ws(srv.addr, "/ws/system").await;
+        let mut b = ws(srv.addr, "/ws/processes").await;
+        next_of_type(&mut a, "data").await;
+        next_of_type(&mut b, "data").await;
+        // The scrape above asked for details; a detailed sample follows within two ticks.
+        loop {
+            let d = next_of_type(&mut a, "data").await;
+            if d["data"]["network"].is_array() {
+                break;
+            }
+        }
+        (a, b)
+    });
+    let body = get(srv.addr, "/metrics").body;
+    for family in [
+        "edgemon_cpu_usage_ratio{cpu=\"total\"}",
+        "edgemon_cpu_usage_ratio{cpu=\"0\"}",
+        "edgemon_memory_bytes{state=\"available\"}",
+        "edgemon_swap_bytes{state=\"used\"}",
+        "edgemon_load_average{period=\"1m\"}",
+        "edgemon_network_receive_bytes_total{interface=\"lo\"}",
+        "edgemon_connections_active 2",
+        "edgemon_connections_total 2",
+        "edgemon_connections_rejected_total{reason=\"per_ip\"} 0",
+        "edgemon_hubs 2",
+        "edgemon_subscribers{topic=\"system\"} 1",
+        "edgemon_frames_sent_total{topic=\"processes\"}",
+        "edgemon_frames_dropped_total{topic=\"system\"} 0",
+        "edgemon_process_scans_total",
+        "edgemon_resident_memory_bytes",
+        "edgemon_build_info{version=",
+    ] {
+        assert!(body.contains(family), "no {family} in:\n{body}");
+    }
+    if let Some((ok, msg)) = promtool(&body) {
+        assert!(ok, "promtool rejected:\n{msg}\n{body}");
+    }
+}
+
+#[test]
+fn frames_sent_counts_survive_the_hub() {
+    let srv = start(config());
+    within(20, async {
+        let mut a = ws(srv.addr, "/ws/processes").await;
+        next_of_type(&mut a, "data").await;
+    });
+    assert!(srv.wait_until(Duration::from_secs(10), |s| {
+        s["hubs"].as_array().unwrap().is_empty()
+    }));
+    let body = get(srv.addr, "/metrics").body;
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("edgemon_frames_sent_total{topic=\"processes\"}"))
+        .expect("counter kept after the hub went away");
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1, "{line}");
+}
