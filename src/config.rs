@@ -94,6 +94,9 @@ pub struct Config {
     pub head_timeout: Duration,
     /// Where sysfs is mounted; tests point it at fixture trees. Not a flag.
     pub sys_root: PathBuf,
+    /// Read journals from this directory (`journalctl -D`) instead of the system journal; tests
+    /// use journal files they wrote. Not a flag.
+    pub journal_dir: Option<PathBuf>,
     /// Test-only hooks (the `panic` command, the `test/flood` topic). Never set by the binary.
     #[doc(hidden)]
     pub test_hooks: Option<TestHooks>,
@@ -247,6 +250,7 @@ impl Config {
             log_level,
             head_timeout: Duration::from_secs(10),
             sys_root: PathBuf::from("/sys"),
+            journal_dir: None,
             test_hooks: None,
         })
     }

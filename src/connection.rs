@@ -113,8 +113,18 @@ struct Sub {
     topic: String,
     /// The hub membership.
     _sub: Subscription,
-    /// Frames up to this `seq` were in the backfill and are skipped.
-    covers_seq: u64,
+    /// The last `seq` sent (or covered by the backfill); older frames are skipped.
+    last_seq: u64,
+    /// A log topic: a jump in `seq` is announced with a `missed` marker.
+    marks_gaps: bool,
+}
+
+/// What a client command asks for.
+enum Action {
+    /// Send these frames back.
+    Reply(Vec<Utf8Bytes>),
+    /// Subscribe to this topic (async: the backfill may wait for its producer's first read).
+    Subscribe(String),
 }
 
 /// What woke the session.
@@ -153,7 +163,7 @@ impl Session {
         let (ping_interval, pong_timeout, idle_timeout) =
             (cfg.ping_interval, cfg.pong_timeout, cfg.idle_timeout);
         if let Some(topic) = topic {
-            let replies = match self.subscribe(&topic) {
+            let replies = match self.subscribe(&topic).await {
                 Ok(r) => r,
                 Err(end) => return end,
             };
@@ -223,16 +233,36 @@ impl Session {
                     }
                 }
                 Event::Frame(frame) => {
-                    let wanted = self
-                        .subs
-                        .iter()
-                        .any(|s| s.topic == frame.topic() && frame.seq() > s.covers_seq);
-                    if wanted {
-                        if let Err(e) = self.send(Message::Text(frame.text())).await {
+                    let Some(sub) = self.subs.iter_mut().find(|s| s.topic == frame.topic()) else {
+                        // Queued before an unsubscribe.
+                        continue;
+                    };
+                    let seq = frame.seq();
+                    let mut missed = 0;
+                    // seq 0 is a notice (an error frame), outside the numbering.
+                    if seq != 0 {
+                        if seq <= sub.last_seq {
+                            // Already in the backfill.
+                            continue;
+                        }
+                        if sub.marks_gaps {
+                            missed = seq - sub.last_seq - 1;
+                        }
+                        sub.last_seq = seq;
+                    }
+                    if missed > 0 {
+                        let marker = serde_json::json!({
+                            "type": "missed", "topic": frame.topic(), "lines": missed,
+                        });
+                        let marker = Message::Text(Utf8Bytes::from(marker.to_string()));
+                        if let Err(e) = self.send(marker).await {
                             return (End::Abort, e);
                         }
-                        frame.delivered();
                     }
+                    if let Err(e) = self.send(Message::Text(frame.text())).await {
+                        return (End::Abort, e);
+                    }
+                    frame.delivered();
                 }
                 Event::Client(None) => return (End::Abort, "peer closed the socket".into()),
                 Event::Client(Some(Err(e))) => return client_error(e),
@@ -243,7 +273,11 @@ impl Session {
                         last_client = Instant::now();
                     }
                     let replies = match msg {
-                        Message::Text(text) => self.command_guarded(&text),
+                        Message::Text(text) => match self.command_guarded(&text) {
+                            Ok(Action::Reply(r)) => Ok(r),
+                            Ok(Action::Subscribe(topic)) => self.subscribe(&topic).await,
+                            Err(end) => Err(end),
+                        },
                         Message::Binary(_) => self.invalid("binary frames are not supported", None),
                         Message::Pong(_) => {
                             ping_sent = None;
@@ -272,7 +306,7 @@ impl Session {
     }
 
     /// Runs a client command, turning a panic in it into a 1011 close of this connection only.
-    fn command_guarded(&mut self, text: &str) -> Result<Vec<Utf8Bytes>, (End, String)> {
+    fn command_guarded(&mut self, text: &str) -> Result<Action, (End, String)> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.command(text))) {
             Ok(r) => r,
             Err(panic) => {
@@ -286,7 +320,7 @@ impl Session {
     }
 
     /// Handles one client command; returns the frames to send back.
-    fn command(&mut self, text: &str) -> Result<Vec<Utf8Bytes>, (End, String)> {
+    fn command(&mut self, text: &str) -> Result<Action, (End, String)> {
         #[derive(Deserialize)]
         struct Command {
             op: String,
@@ -294,28 +328,36 @@ impl Session {
         }
         let cmd: Command = match serde_json::from_str(text) {
             Ok(c) => c,
-            Err(e) => return self.invalid(&format!("invalid JSON command: {e}"), None),
+            Err(e) => {
+                return self
+                    .invalid(&format!("invalid JSON command: {e}"), None)
+                    .map(Action::Reply);
+            }
         };
         match (cmd.op.as_str(), cmd.topic) {
-            ("subscribe" | "unsubscribe", None) => self.invalid("missing topic", None),
-            ("subscribe", Some(topic)) => self.subscribe(&topic),
+            ("subscribe" | "unsubscribe", None) => {
+                self.invalid("missing topic", None).map(Action::Reply)
+            }
+            ("subscribe", Some(topic)) => Ok(Action::Subscribe(topic)),
             ("unsubscribe", Some(topic)) => {
                 self.invalid_in_a_row = 0;
                 self.subs.retain(|s| s.topic != topic);
-                Ok(vec![reply("unsubscribed", &topic)])
+                Ok(Action::Reply(vec![reply("unsubscribed", &topic)]))
             }
             ("panic", _) if self.app.config.test_hooks.is_some() => {
                 panic!("test hook: injected panic in a connection handler")
             }
-            (op, _) => self.invalid(
-                &format!("unknown op '{op}' (expected subscribe or unsubscribe)"),
-                None,
-            ),
+            (op, _) => self
+                .invalid(
+                    &format!("unknown op '{op}' (expected subscribe or unsubscribe)"),
+                    None,
+                )
+                .map(Action::Reply),
         }
     }
 
     /// Subscribes to `topic`; returns the acknowledgement and the backfill, or an error frame.
-    fn subscribe(&mut self, topic: &str) -> Result<Vec<Utf8Bytes>, (End, String)> {
+    async fn subscribe(&mut self, topic: &str) -> Result<Vec<Utf8Bytes>, (End, String)> {
         if self.subs.iter().any(|s| s.topic == topic) {
             self.invalid_in_a_row = 0;
             return Ok(vec![reply("subscribed", topic)]);
@@ -331,7 +373,7 @@ impl Session {
         };
         self.invalid_in_a_row = 0;
         // Taken after subscribing, so nothing published in between is missed; overlap is skipped by seq.
-        let mut backfill = self.app.topics.backfill(topic);
+        let mut backfill = self.app.topics.backfill(topic).await;
         if backfill.frames.is_empty()
             && let Some(last) = sub.hub().last_frame()
         {
@@ -342,7 +384,8 @@ impl Session {
         self.subs.push(Sub {
             topic: topic.to_string(),
             _sub: sub,
-            covers_seq: backfill.covers_seq,
+            last_seq: backfill.covers_seq,
+            marks_gaps: self.app.topics.is_log(topic),
         });
         let mut out = vec![reply("subscribed", topic)];
         out.extend(backfill.frames);

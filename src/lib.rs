@@ -6,7 +6,8 @@
 //!   disks, the daemon itself); plain structs out.
 //! - [`sampler`]: one `std::thread` measures the host every second and caches the sample (and a
 //!   RAM ring of history); nothing on the request path ever measures.
-//! - [`topics`]: the catalogue of topics and their producers, started per hub.
+//! - [`topics`]: the catalogue of topics and their producers, started per hub; [`logs`] follows
+//!   log files and journals for the `logs/NAME` topics.
 //! - [`hub`]: one hub per topic with an explicit subscriber list of bounded channels; created with
 //!   its first subscriber, removed (producer stopped) after its last one leaves.
 //! - [`connection`]: one smol task per WebSocket; forwards frames, answers commands, pings, and
@@ -26,6 +27,7 @@ pub mod connection;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod routes;
 pub mod sampler;

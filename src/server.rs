@@ -20,6 +20,7 @@ use crate::connection::{self, panic_message};
 use crate::http::{self, HeadError, Request, Response};
 use crate::hub::Registry;
 use crate::limits::{Limits, Rejection};
+use crate::logs::Source;
 use crate::routes::{self, Routed};
 use crate::sampler::Sampler;
 use crate::topics::Topics;
@@ -122,7 +123,19 @@ impl Server {
         };
         let sampler = Arc::new(Sampler::start(config.history, config.sys_root.clone())?);
         let flood = config.test_hooks.as_ref().map(|h| h.flood);
-        let topics = Arc::new(Topics::new(sampler.clone(), flood));
+        let mut logs: Vec<(String, Source)> = config
+            .logs
+            .iter()
+            .map(|(name, path)| (name.clone(), Source::File(path.clone())))
+            .collect();
+        logs.extend(config.journals.iter().map(|(name, unit)| {
+            let source = Source::Journal {
+                unit: unit.clone(),
+                dir: config.journal_dir.clone(),
+            };
+            (name.clone(), source)
+        }));
+        let topics = Arc::new(Topics::new(sampler.clone(), flood, logs));
         let registry = Registry::new(
             topics.clone(),
             Arc::downgrade(&ex),

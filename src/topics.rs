@@ -1,6 +1,7 @@
 //! The topics edgemon serves and their producers: what a hub runs while it has subscribers, and
 //! what a new subscriber receives first (the backfill).
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -11,6 +12,7 @@ use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
 use crate::collect::procs::Scanner;
 use crate::hub::{Catalog, Hub, ProducerFuture};
+use crate::logs::{Ring, Source, follow_file, follow_journal};
 use crate::sampler::{Sample, Sampler, unix_ms};
 use crate::server::App;
 
@@ -46,6 +48,10 @@ pub struct Topics {
     app: OnceLock<Weak<App>>,
     /// The last `system` history frames built, reused until the next sample.
     history: Mutex<Option<Backfill>>,
+    /// Configured log topics (`logs/NAME`) and where their lines come from.
+    logs: BTreeMap<String, Source>,
+    /// The rings of live log hubs, for backfill; an entry lives exactly as long as its producer.
+    rings: Arc<Mutex<HashMap<String, Arc<Ring>>>>,
 }
 
 /// What a new subscriber gets before live frames.
@@ -59,8 +65,17 @@ pub struct Backfill {
 
 impl Topics {
     /// The catalogue over the given sources.
-    pub fn new(sampler: Arc<Sampler>, flood: Option<(Duration, usize)>) -> Topics {
+    pub fn new(
+        sampler: Arc<Sampler>,
+        flood: Option<(Duration, usize)>,
+        logs: Vec<(String, Source)>,
+    ) -> Topics {
         Topics {
+            logs: logs
+                .into_iter()
+                .map(|(name, src)| (format!("logs/{name}"), src))
+                .collect(),
+            rings: Arc::new(Mutex::new(HashMap::new())),
             sampler,
             flood,
             running: Arc::new(AtomicUsize::new(0)),
@@ -76,11 +91,11 @@ impl Topics {
     }
 
     /// The `system` history frames, built once per sample however many subscribe meanwhile.
-    fn system_history(&self) -> Backfill {
+    fn cached_system_history(&self) -> Backfill {
         let newest = self.sampler.latest().map_or(0, |s| s.seq);
         let mut cache = self.history.lock().unwrap_or_else(|p| p.into_inner());
         if cache.as_ref().is_none_or(|c| c.covers_seq != newest) {
-            *cache = Some(history_frames(
+            *cache = Some(system_history(
                 &self.sampler.history(),
                 self.sampler.host_json(),
             ));
@@ -100,6 +115,7 @@ impl Topics {
             PROCESSES.to_string(),
             SERVER.to_string(),
         ];
+        v.extend(self.logs.keys().cloned());
         if self.flood.is_some() {
             v.push(FLOOD.to_string());
         }
@@ -108,7 +124,10 @@ impl Topics {
 
     /// Whether `topic` can be subscribed.
     pub fn exists(&self, topic: &str) -> bool {
-        matches!(topic, SYSTEM | PROCESSES | SERVER) || (topic == FLOOD && self.flood.is_some())
+        // SECURITY: exact matches against configured names only; a topic never becomes a path.
+        matches!(topic, SYSTEM | PROCESSES | SERVER)
+            || self.logs.contains_key(topic)
+            || (topic == FLOOD && self.flood.is_some())
     }
 
     /// Producers running now.
@@ -116,14 +135,33 @@ impl Topics {
         self.running.load(Ordering::SeqCst)
     }
 
-    /// What a new subscriber of `topic` receives first.
-    pub fn backfill(&self, topic: &str) -> Backfill {
+    /// Whether `topic` is a log topic (its subscribers get markers for missed lines).
+    pub fn is_log(&self, topic: &str) -> bool {
+        self.logs.contains_key(topic)
+    }
+
+    /// What a new subscriber of `topic` receives first. For a log topic this waits (bounded) for
+    /// the producer's first read.
+    pub async fn backfill(&self, topic: &str) -> Backfill {
+        let empty = Backfill {
+            frames: Vec::new(),
+            covers_seq: 0,
+        };
         match topic {
-            SYSTEM => self.system_history(),
-            _ => Backfill {
-                frames: Vec::new(),
-                covers_seq: 0,
-            },
+            SYSTEM => self.cached_system_history(),
+            t if self.logs.contains_key(t) => {
+                let ring = self
+                    .rings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(t)
+                    .cloned();
+                match ring {
+                    Some(ring) => ring.backfill().await,
+                    None => empty,
+                }
+            }
+            _ => empty,
         }
     }
 }
@@ -137,11 +175,64 @@ impl Catalog for Topics {
             SYSTEM => Some(Box::pin(system(self.sampler.listen(), hub, running))),
             PROCESSES => Some(Box::pin(processes(self.scans.clone(), hub, running))),
             SERVER => Some(Box::pin(server(self.app.get()?.clone(), hub, running))),
+            t if self.logs.contains_key(t) => {
+                let (ring, ready) = Ring::new(t);
+                let guard = RingEntry::insert(&self.rings, t, &ring);
+                let fut: ProducerFuture = match self.logs[t].clone() {
+                    Source::File(path) => Box::pin(async move {
+                        let _held = (guard, running);
+                        follow_file(path, ring, ready, hub).await;
+                    }),
+                    Source::Journal { unit, dir } => Box::pin(async move {
+                        let _held = (guard, running);
+                        follow_journal(unit, dir, ring, ready, hub).await;
+                    }),
+                };
+                Some(fut)
+            }
             FLOOD => {
                 let (period, size) = self.flood?;
                 Some(Box::pin(flood(period, size, hub, running)))
             }
             _ => None,
+        }
+    }
+}
+
+/// A live log hub's ring in the catalogue; removed when the producer holding it is dropped.
+struct RingEntry {
+    rings: Arc<Mutex<HashMap<String, Arc<Ring>>>>,
+    topic: String,
+    ring: Weak<Ring>,
+}
+
+impl RingEntry {
+    fn insert(
+        rings: &Arc<Mutex<HashMap<String, Arc<Ring>>>>,
+        topic: &str,
+        ring: &Arc<Ring>,
+    ) -> Self {
+        rings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string(), ring.clone());
+        RingEntry {
+            rings: rings.clone(),
+            topic: topic.to_string(),
+            ring: Arc::downgrade(ring),
+        }
+    }
+}
+
+impl Drop for RingEntry {
+    fn drop(&mut self) {
+        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        // A newer hub of the same topic may have put its own ring here already: leave that one.
+        let ours = rings
+            .get(&self.topic)
+            .is_some_and(|r| std::ptr::eq(Arc::as_ptr(r), self.ring.as_ptr()));
+        if ours {
+            rings.remove(&self.topic);
         }
     }
 }
@@ -236,28 +327,28 @@ pub fn data_frame(topic: &str, seq: u64, ts: u64, data: &str) -> Utf8Bytes {
     ))
 }
 
-/// The history as `{"type":"history","topic":"system","data":[{seq,ts,data},..]}` frames, oldest
-/// first, each under `MAX_HISTORY_FRAME` bytes (a sample larger than that gets a frame of its own).
-/// The first frame also carries `"host"`, which is not repeated in live frames.
-pub fn history_frames(samples: &[Arc<Sample>], host: &str) -> Backfill {
-    const HEAD: &str = "{\"type\":\"history\",\"topic\":\"system\",\"data\":[";
-    let first_head =
-        format!("{{\"type\":\"history\",\"topic\":\"system\",\"host\":{host},\"data\":[");
+/// History as `{"type":"history","topic":..,"data":[{seq,ts,data},..]}` frames, oldest first,
+/// each under `MAX_HISTORY_FRAME` bytes (an item larger than that gets a frame of its own). `extra`
+/// (e.g. `"host":{..},`) goes into the first frame only. Items are `(seq, ts, data JSON)`.
+pub fn history_frames(topic: &str, extra: &str, items: &[(u64, u64, &str)]) -> Backfill {
+    let topic_json = serde_json::to_string(topic).expect("a string serializes");
+    let head = format!("{{\"type\":\"history\",\"topic\":{topic_json},\"data\":[");
+    let first_head = format!("{{\"type\":\"history\",\"topic\":{topic_json},{extra}\"data\":[");
     let mut frames = Vec::new();
     let mut cur = String::new();
-    for s in samples {
-        let mut item = String::with_capacity(s.data.len() + 48);
-        let _ = write!(
-            item,
-            "{{\"seq\":{},\"ts\":{},\"data\":{}}}",
-            s.seq, s.ts, s.data
-        );
+    for (seq, ts, data) in items {
+        let mut item = String::with_capacity(data.len() + 48);
+        let _ = write!(item, "{{\"seq\":{seq},\"ts\":{ts},\"data\":{data}}}");
         if !cur.is_empty() && cur.len() + 1 + item.len() + 2 > MAX_HISTORY_FRAME {
             cur.push_str("]}");
             frames.push(Utf8Bytes::from(std::mem::take(&mut cur)));
         }
         if cur.is_empty() {
-            cur.push_str(if frames.is_empty() { &first_head } else { HEAD });
+            cur.push_str(if frames.is_empty() {
+                &first_head
+            } else {
+                &head
+            });
         } else {
             cur.push(',');
         }
@@ -271,8 +362,14 @@ pub fn history_frames(samples: &[Arc<Sample>], host: &str) -> Backfill {
     frames.push(Utf8Bytes::from(cur));
     Backfill {
         frames,
-        covers_seq: samples.last().map_or(0, |s| s.seq),
+        covers_seq: items.last().map_or(0, |i| i.0),
     }
+}
+
+/// The `system` history: the sampler's ring, with `host` in the first frame.
+pub fn system_history(samples: &[Arc<Sample>], host: &str) -> Backfill {
+    let items: Vec<(u64, u64, &str)> = samples.iter().map(|s| (s.seq, s.ts, &*s.data)).collect();
+    history_frames(SYSTEM, &format!("\"host\":{host},"), &items)
 }
 
 #[cfg(test)]
@@ -301,7 +398,7 @@ mod tests {
     #[test]
     fn history_is_split_into_bounded_frames_in_order() {
         let samples: Vec<_> = (1..=300).map(|i| sample(i, 250)).collect();
-        let b = history_frames(&samples, "{\"hostname\":\"pi\"}");
+        let b = system_history(&samples, "{\"hostname\":\"pi\"}");
         assert!(b.frames.len() > 1);
         assert_eq!(b.covers_seq, 300);
         let mut seqs = Vec::new();
@@ -321,7 +418,7 @@ mod tests {
 
     #[test]
     fn empty_history_is_one_empty_frame() {
-        let b = history_frames(&[], "{}");
+        let b = system_history(&[], "{}");
         assert_eq!(b.frames.len(), 1);
         assert_eq!(
             &*b.frames[0],
@@ -333,7 +430,7 @@ mod tests {
     #[test]
     fn oversized_sample_still_goes_out_alone() {
         let samples = vec![sample(1, 10), sample(2, MAX_HISTORY_FRAME), sample(3, 10)];
-        let b = history_frames(&samples, "{}");
+        let b = system_history(&samples, "{}");
         assert_eq!(b.frames.len(), 3);
     }
 }

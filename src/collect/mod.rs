@@ -9,6 +9,7 @@ pub mod net;
 pub mod own;
 pub mod pi;
 pub mod procs;
+pub mod tail;
 pub mod thermal;
 
 use std::path::PathBuf;

@@ -1,0 +1,373 @@
+//! Following a log file with `tail -F` semantics: the last lines first, then what is appended;
+//! rotation by rename plus re-create and truncation in place are followed; a partial last line
+//! waits for its newline; invalid UTF-8 is replaced, not dropped; an over-long line is cut with a
+//! marker. Blocking file I/O: it runs on a blocking thread, never on the executor.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Longest line kept, in bytes; the rest is cut and replaced by a marker.
+pub const MAX_LINE: usize = 8 * 1024;
+/// Most bytes read in one poll, so a burst cannot pin memory; the rest comes next poll.
+pub const MAX_READ: usize = 256 * 1024;
+
+/// A followed file.
+pub struct Tail {
+    /// The configured path (what rotation re-creates).
+    path: PathBuf,
+    /// The open file, if any.
+    file: Option<Open>,
+    /// Bytes of a line whose newline has not come yet (at most `MAX_LINE`).
+    partial: Vec<u8>,
+    /// Bytes of the current line beyond `MAX_LINE`, discarded.
+    cut: u64,
+}
+
+struct Open {
+    file: File,
+    /// Device and inode: a different pair at `path` means the file was rotated.
+    id: (u64, u64),
+    /// Bytes read so far.
+    pos: u64,
+    /// The last bytes read (up to `TAIL_CHECK`): if they change, the file was truncated and written
+    /// again past our position before we looked, which its size alone cannot show.
+    last: Vec<u8>,
+}
+
+/// How many of the last bytes read are checked on every poll.
+const TAIL_CHECK: usize = 64;
+
+impl Tail {
+    /// A tail of `path`, not yet opened.
+    pub fn new(path: impl Into<PathBuf>) -> Tail {
+        Tail {
+            path: path.into(),
+            file: None,
+            partial: Vec::new(),
+            cut: 0,
+        }
+    }
+
+    /// The followed path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the file and returns its last `n` complete lines; later polls return what follows.
+    pub fn open_at_end(&mut self, n: usize) -> io::Result<Vec<String>> {
+        let mut file = File::open(&self.path)?;
+        let meta = file.metadata()?;
+        let len = meta.len();
+        let start = start_of_last_lines(&mut file, len, n)?;
+        self.file = Some(Open {
+            file,
+            id: (meta.dev(), meta.ino()),
+            pos: start,
+            last: Vec::new(),
+        });
+        self.partial.clear();
+        self.cut = 0;
+        let mut lines = self.read_new()?;
+        // Only what was there at open: anything appended meanwhile comes with the next poll anyway.
+        if lines.len() > n {
+            lines.drain(..lines.len() - n);
+        }
+        Ok(lines)
+    }
+
+    /// New complete lines since the last call. Follows rotation and truncation; a missing file is
+    /// an error (the caller retries), except right after rotation while the old file is drained.
+    pub fn poll(&mut self) -> io::Result<Vec<String>> {
+        if self.file.is_none() {
+            // First open, or the file vanished earlier: a file that (re)appears is read from its start.
+            let file = File::open(&self.path)?;
+            let meta = file.metadata()?;
+            self.file = Some(Open {
+                file,
+                id: (meta.dev(), meta.ino()),
+                pos: 0,
+                last: Vec::new(),
+            });
+            self.partial.clear();
+            self.cut = 0;
+        }
+        let mut lines = self.read_new()?;
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if Some((meta.dev(), meta.ino())) != self.file.as_ref().map(|f| f.id) => {
+                // Rotated: the old file is drained (above); a line left without its newline ends here.
+                lines.extend(self.flush_partial());
+                self.file = None;
+                lines.extend(self.poll()?);
+            }
+            Ok(_) => {}
+            // Renamed away and not re-created yet: keep the old handle until the new file appears.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(lines)
+    }
+
+    /// Reads what the open file has past `pos` (up to `MAX_READ`), following truncation.
+    fn read_new(&mut self) -> io::Result<Vec<String>> {
+        let Some(open) = self.file.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let len = open.file.metadata()?.len();
+        if len < open.pos || !open.last_bytes_unchanged()? {
+            // Truncated in place (`> file`, logrotate copytruncate): start over at the top.
+            open.pos = 0;
+            open.last.clear();
+            self.partial.clear();
+            self.cut = 0;
+        }
+        open.file.seek(SeekFrom::Start(open.pos))?;
+        let mut buf = Vec::new();
+        (&mut open.file)
+            .take(MAX_READ as u64)
+            .read_to_end(&mut buf)?;
+        open.pos += buf.len() as u64;
+        let keep = buf.len().min(TAIL_CHECK);
+        if keep == TAIL_CHECK {
+            open.last.clear();
+        } else {
+            let excess = (open.last.len() + keep).saturating_sub(TAIL_CHECK);
+            open.last.drain(..excess);
+        }
+        open.last.extend_from_slice(&buf[buf.len() - keep..]);
+        Ok(self.split(&buf))
+    }
+
+    /// Splits new bytes into complete lines, keeping an unfinished one for later.
+    fn split(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut rest = bytes;
+        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            self.push_partial(&rest[..nl]);
+            lines.push(self.take_line());
+            rest = &rest[nl + 1..];
+        }
+        self.push_partial(rest);
+        lines
+    }
+
+    fn push_partial(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.partial.len());
+        let keep = bytes.len().min(room);
+        self.partial.extend_from_slice(&bytes[..keep]);
+        self.cut += (bytes.len() - keep) as u64;
+    }
+
+    /// The buffered line as text: invalid UTF-8 replaced, `\r` dropped, a cut marked.
+    fn take_line(&mut self) -> String {
+        let mut bytes = std::mem::take(&mut self.partial);
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        let mut line = String::from_utf8_lossy(&bytes).into_owned();
+        if self.cut > 0 {
+            line.push_str(&format!(" …[{} more bytes cut]", self.cut));
+            self.cut = 0;
+        }
+        line
+    }
+
+    /// A pending unfinished line, as a line (when its file is rotated away).
+    fn flush_partial(&mut self) -> Option<String> {
+        (!self.partial.is_empty() || self.cut > 0).then(|| self.take_line())
+    }
+}
+
+impl Open {
+    /// Whether the bytes just before `pos` are still the ones read there.
+    fn last_bytes_unchanged(&mut self) -> io::Result<bool> {
+        if self.last.is_empty() {
+            return Ok(true);
+        }
+        let mut now = vec![0u8; self.last.len()];
+        self.file
+            .seek(SeekFrom::Start(self.pos - self.last.len() as u64))?;
+        self.file.read_exact(&mut now)?;
+        Ok(now == self.last)
+    }
+}
+
+/// Offset where the last `n` lines of the first `len` bytes start (reading backwards in blocks).
+fn start_of_last_lines(file: &mut File, len: u64, n: usize) -> io::Result<u64> {
+    if n == 0 {
+        return Ok(len);
+    }
+    let mut newlines = 0;
+    let mut end = len;
+    // A final newline ends the last line rather than starting an empty one.
+    let mut skip_last = true;
+    let mut block = vec![0u8; 8192];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        for (i, b) in chunk.iter().enumerate().rev() {
+            if *b == b'\n' {
+                if skip_last && start + i as u64 == len - 1 {
+                    skip_last = false;
+                    continue;
+                }
+                newlines += 1;
+                if newlines == n {
+                    return Ok(start + i as u64 + 1);
+                }
+            }
+            skip_last = false;
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn dir(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("edgemon-tail-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    #[test]
+    fn starts_with_the_last_lines_then_follows_appends() {
+        let d = dir("basic");
+        let p = d.0.join("app.log");
+        let all: String = (1..=250).map(|i| format!("line {i}\n")).collect();
+        append(&p, all.as_bytes());
+        let mut t = Tail::new(&p);
+        let first = t.open_at_end(100).unwrap();
+        assert_eq!(first.len(), 100);
+        assert_eq!(first[0], "line 151");
+        assert_eq!(first[99], "line 250");
+        assert!(t.poll().unwrap().is_empty());
+        append(&p, b"line 251\nline 252\n");
+        assert_eq!(t.poll().unwrap(), ["line 251", "line 252"]);
+    }
+
+    #[test]
+    fn short_files_and_files_without_final_newline() {
+        let d = dir("short");
+        let p = d.0.join("a.log");
+        append(&p, b"one\ntwo\nthree");
+        let mut t = Tail::new(&p);
+        assert_eq!(t.open_at_end(100).unwrap(), ["one", "two"]);
+        // The partial last line waits for its newline.
+        assert!(t.poll().unwrap().is_empty());
+        append(&p, b" and more\n");
+        assert_eq!(t.poll().unwrap(), ["three and more"]);
+    }
+
+    #[test]
+    fn rotation_by_rename_and_recreate_is_followed() {
+        let d = dir("rotate");
+        let p = d.0.join("syslog");
+        append(&p, b"old 1\n");
+        let mut t = Tail::new(&p);
+        t.open_at_end(10).unwrap();
+        append(&p, b"old 2\nold partial");
+        std::fs::rename(&p, d.0.join("syslog.1")).unwrap();
+        // Renamed away, not re-created yet: the old file is still drained.
+        assert_eq!(t.poll().unwrap(), ["old 2"]);
+        append(&p, b"new 1\nnew 2\n");
+        assert_eq!(t.poll().unwrap(), ["old partial", "new 1", "new 2"]);
+        append(&p, b"new 3\n");
+        assert_eq!(t.poll().unwrap(), ["new 3"]);
+    }
+
+    #[test]
+    fn truncation_in_place_starts_over() {
+        let d = dir("trunc");
+        let p = d.0.join("a.log");
+        append(&p, b"aaaaaaaaaaaaaaaaaaaa\nbbbbbbbbbbbbbbbbbbbbbbbbbb\n");
+        let mut t = Tail::new(&p);
+        t.open_at_end(10).unwrap();
+        std::fs::File::create(&p).unwrap(); // truncate
+        append(&p, b"fresh\n");
+        assert_eq!(t.poll().unwrap(), ["fresh"]);
+    }
+
+    #[test]
+    fn truncation_then_regrowth_before_a_poll_is_noticed() {
+        let d = dir("regrow");
+        let p = d.0.join("a.log");
+        append(
+            &p, b"short
+",
+        );
+        let mut t = Tail::new(&p);
+        t.open_at_end(10).unwrap();
+        std::fs::File::create(&p).unwrap();
+        append(
+            &p,
+            b"a longer line than before
+",
+        );
+        assert_eq!(t.poll().unwrap(), ["a longer line than before"]);
+        append(
+            &p, b"next
+",
+        );
+        assert_eq!(t.poll().unwrap(), ["next"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_long_lines_are_cut() {
+        let d = dir("bytes");
+        let p = d.0.join("a.log");
+        append(&p, b"");
+        let mut t = Tail::new(&p);
+        t.open_at_end(10).unwrap();
+        append(&p, b"caf\xe9 ok\r\n");
+        let long = vec![b'x'; MAX_LINE + 500];
+        append(&p, &long);
+        append(&p, b"\nafter\n");
+        let lines = t.poll().unwrap();
+        assert_eq!(lines[0], "caf\u{fffd} ok");
+        assert!(lines[1].starts_with(&"x".repeat(100)));
+        assert!(
+            lines[1].ends_with(" …[500 more bytes cut]"),
+            "{}",
+            &lines[1][MAX_LINE - 10..]
+        );
+        assert!(lines[1].len() < MAX_LINE + 40);
+        assert_eq!(lines[2], "after");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_until_it_appears() {
+        let d = dir("missing");
+        let p = d.0.join("later.log");
+        let mut t = Tail::new(&p);
+        assert_eq!(
+            t.open_at_end(100).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(t.poll().unwrap_err().kind(), io::ErrorKind::NotFound);
+        append(&p, b"hello\n");
+        assert_eq!(t.poll().unwrap(), ["hello"]);
+    }
+}

@@ -1,0 +1,358 @@
+//! Log topics (`logs/NAME`): a file followed like `tail -F`, or a systemd unit's journal followed
+//! through a `journalctl` child process. The file handle or child exists only while the hub does:
+//! both belong to the producer future, which the hub cancels when its last subscriber has gone.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+use smol::io::{AsyncBufReadExt, BufReader};
+use smol::stream::StreamExt;
+
+use crate::collect::tail::Tail;
+use crate::hub::Hub;
+use crate::sampler::unix_ms;
+use crate::topics::{Backfill, data_frame, history_frames};
+
+/// Lines a new subscriber receives first.
+pub const BACKLOG: usize = 100;
+/// How often a followed file is checked for new lines.
+pub const POLL: Duration = Duration::from_millis(250);
+/// How long to wait before restarting a journal follower that exited.
+pub const JOURNAL_RETRY: Duration = Duration::from_secs(5);
+/// How long a new subscriber waits for the first read of a log before getting what there is.
+pub const READY_WAIT: Duration = Duration::from_secs(2);
+
+/// Where a log topic's lines come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file, followed like `tail -F`.
+    File(PathBuf),
+    /// A systemd unit's journal; `dir` reads journal files from a directory instead of the system
+    /// journal (tests).
+    Journal {
+        /// The unit (`ssh.service`).
+        unit: String,
+        /// A journal directory (`journalctl -D`), or `None` for the system journal.
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The last lines of a live log topic and its current error, shared by producer and subscribers.
+pub struct Ring {
+    /// The topic (`logs/NAME`).
+    topic: Arc<str>,
+    /// Lines, oldest first, at most `BACKLOG`.
+    lines: Mutex<VecDeque<Line>>,
+    /// Why the source cannot be read right now, if it cannot.
+    error: Mutex<Option<String>>,
+    /// Closed once the first read is done (lines or error known); subscribers wait on it.
+    ready: Receiver<()>,
+    /// Line numbers, starting at 1: the topic's `seq`.
+    seq: AtomicU64,
+}
+
+struct Line {
+    seq: u64,
+    ts: u64,
+    /// `{"line": ...}`, serialized once.
+    data: Box<str>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Ring {
+    /// A ring for `topic` and the sender whose drop marks it ready.
+    pub fn new(topic: &str) -> (Arc<Ring>, Sender<()>) {
+        let (tx, ready) = async_channel::bounded(1);
+        let ring = Arc::new(Ring {
+            topic: Arc::from(topic),
+            lines: Mutex::new(VecDeque::with_capacity(BACKLOG)),
+            error: Mutex::new(None),
+            ready,
+            seq: AtomicU64::new(0),
+        });
+        (ring, tx)
+    }
+
+    /// What a new subscriber receives first: the last lines as history, and the current error.
+    /// Waits (bounded) for the producer's first read so the history is not empty by accident.
+    pub async fn backfill(&self) -> Backfill {
+        let _ = smol::future::FutureExt::or(
+            async {
+                let _ = self.ready.recv().await;
+            },
+            async {
+                smol::Timer::after(READY_WAIT).await;
+            },
+        )
+        .await;
+        let lines = lock(&self.lines);
+        let items: Vec<(u64, u64, &str)> = lines.iter().map(|l| (l.seq, l.ts, &*l.data)).collect();
+        let mut b = history_frames(&self.topic, "", &items);
+        drop(lines);
+        if let Some(e) = lock(&self.error).as_deref() {
+            b.frames.push(error_frame(&self.topic, e));
+        }
+        b
+    }
+
+    /// Records and publishes one line.
+    fn push(&self, hub: &Hub, line: &str) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let ts = unix_ms();
+        let data = serde_json::json!({ "line": line }).to_string();
+        hub.publish(seq, data_frame(&self.topic, seq, ts, &data));
+        let mut lines = lock(&self.lines);
+        if lines.len() == BACKLOG {
+            lines.pop_front();
+        }
+        lines.push_back(Line {
+            seq,
+            ts,
+            data: data.into_boxed_str(),
+        });
+    }
+
+    /// Records lines read before anyone could see them (the first read): no frames, just the ring.
+    fn preload(&self, new: Vec<String>) {
+        for line in new.into_iter().rev().take(BACKLOG).rev() {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let data = serde_json::json!({ "line": line }).to_string();
+            let mut lines = lock(&self.lines);
+            if lines.len() == BACKLOG {
+                lines.pop_front();
+            }
+            lines.push_back(Line {
+                seq,
+                ts: unix_ms(),
+                data: data.into_boxed_str(),
+            });
+        }
+    }
+
+    /// Sets or clears the error; tells subscribers and the log when it changes.
+    fn set_error(&self, hub: Option<&Hub>, error: Option<String>) {
+        let mut cur = lock(&self.error);
+        if *cur == error {
+            return;
+        }
+        match &error {
+            Some(e) => {
+                log::warn!("{}: {e}", self.topic);
+                if let Some(hub) = hub {
+                    // seq 0: a notice, not a line; never skipped and never counted as a gap.
+                    hub.publish(0, error_frame(&self.topic, e));
+                }
+            }
+            None => log::info!("{}: source readable again", self.topic),
+        }
+        *cur = error;
+    }
+}
+
+/// `{"type":"error","topic":..,"error":..}`.
+pub fn error_frame(topic: &str, error: &str) -> Utf8Bytes {
+    Utf8Bytes::from(
+        serde_json::json!({ "type": "error", "topic": topic, "error": error }).to_string(),
+    )
+}
+
+/// Follows a file; the tail (and its file handle) lives in this future only.
+pub async fn follow_file(path: PathBuf, ring: Arc<Ring>, ready: Sender<()>, hub: Weak<Hub>) {
+    let mut tail = Tail::new(path);
+    let (t, first) = smol::unblock(move || {
+        let r = tail.open_at_end(BACKLOG);
+        (tail, r)
+    })
+    .await;
+    tail = t;
+    match first {
+        Ok(lines) => ring.preload(lines),
+        Err(e) => ring.set_error(None, Some(describe(tail.path(), &e))),
+    }
+    drop(ready);
+    let mut tail = Some(tail);
+    loop {
+        smol::Timer::after(POLL).await;
+        let mut t = tail.take().expect("the tail comes back from every poll");
+        let (t, polled) = smol::unblock(move || {
+            let r = t.poll();
+            (t, r)
+        })
+        .await;
+        let Some(hub) = hub.upgrade() else { return };
+        match polled {
+            Ok(lines) => {
+                ring.set_error(Some(&hub), None);
+                for line in &lines {
+                    ring.push(&hub, line);
+                }
+            }
+            Err(e) => ring.set_error(Some(&hub), Some(describe(t.path(), &e))),
+        }
+        tail = Some(t);
+    }
+}
+
+/// A readable explanation of why a log file cannot be followed.
+fn describe(path: &std::path::Path, e: &std::io::Error) -> String {
+    format!("cannot read {}: {e} (retrying)", path.display())
+}
+
+/// Follows a unit's journal: the last lines once, then `journalctl -f` from the last cursor. The
+/// child is killed when this future is dropped (`kill_on_drop`) and reaped by async-process.
+pub async fn follow_journal(
+    unit: String,
+    dir: Option<PathBuf>,
+    ring: Arc<Ring>,
+    ready: Sender<()>,
+    hub: Weak<Hub>,
+) {
+    let base = |cmd: &mut smol::process::Command| {
+        cmd.args(["-o", "json", "--no-pager", "-q", "-u", &unit]);
+        if let Some(d) = &dir {
+            cmd.arg("-D").arg(d);
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+    };
+    // The backlog: `journalctl -n 100` runs to completion.
+    let mut cmd = smol::process::Command::new("journalctl");
+    base(&mut cmd);
+    cmd.args(["-n", &BACKLOG.to_string()]);
+    let mut cursor = None;
+    match cmd.output().await {
+        Ok(out) if out.status.success() => {
+            let mut lines = Vec::new();
+            for l in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some((msg, cur)) = parse_entry(l) {
+                    lines.push(msg);
+                    cursor = Some(cur);
+                }
+            }
+            ring.preload(lines);
+        }
+        Ok(out) => ring.set_error(None, Some(journal_error(&unit, &out.stderr))),
+        Err(e) => ring.set_error(None, Some(format!("cannot run journalctl: {e} (retrying)"))),
+    }
+    drop(ready);
+    loop {
+        let mut cmd = smol::process::Command::new("journalctl");
+        base(&mut cmd);
+        cmd.arg("-f").stdout(std::process::Stdio::piped());
+        match &cursor {
+            Some(c) => cmd.arg(format!("--after-cursor={c}")),
+            None => cmd.args(["-n", "0"]),
+        };
+        let ended = match cmd.spawn() {
+            Ok(mut child) => {
+                let out = child.stdout.take().expect("stdout is piped");
+                let mut lines = BufReader::new(out).lines();
+                if let Some(hub) = hub.upgrade() {
+                    ring.set_error(Some(&hub), None);
+                }
+                while let Some(Ok(l)) = lines.next().await {
+                    let Some((msg, cur)) = parse_entry(&l) else {
+                        continue;
+                    };
+                    cursor = Some(cur);
+                    let Some(hub) = hub.upgrade() else { return };
+                    ring.push(&hub, &msg);
+                }
+                // Reap it now (it ended, or we are shutting it down); kill_on_drop covers cancellation.
+                let _ = child.kill();
+                let mut err = Vec::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = smol::io::AsyncReadExt::read_to_end(&mut e, &mut err).await;
+                }
+                let _ = child.status().await;
+                journal_error(&unit, &err)
+            }
+            Err(e) => format!("cannot run journalctl: {e} (retrying)"),
+        };
+        let Some(hub) = hub.upgrade() else { return };
+        ring.set_error(Some(&hub), Some(ended));
+        drop(hub);
+        smol::Timer::after(JOURNAL_RETRY).await;
+    }
+}
+
+fn journal_error(unit: &str, stderr: &[u8]) -> String {
+    let msg = String::from_utf8_lossy(stderr);
+    let msg = msg.trim();
+    if msg.is_empty() {
+        format!("journal of {unit}: journalctl stopped (retrying)")
+    } else {
+        format!("journal of {unit}: {msg} (retrying)")
+    }
+}
+
+/// The message and cursor of one `journalctl -o json` line. `MESSAGE` may be a string, an array of
+/// bytes (non-UTF-8 messages) or absent.
+pub fn parse_entry(line: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let cursor = v.get("__CURSOR")?.as_str()?.to_string();
+    let msg = match v.get("MESSAGE") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(bytes)) => {
+            let b: Vec<u8> = bytes
+                .iter()
+                .filter_map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok()))
+                .collect();
+            String::from_utf8_lossy(&b).into_owned()
+        }
+        _ => String::new(),
+    };
+    let mut msg = msg;
+    if msg.len() > crate::collect::tail::MAX_LINE {
+        let mut end = crate::collect::tail::MAX_LINE;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = msg.len() - end;
+        msg.truncate(end);
+        msg.push_str(&format!(" …[{cut} more bytes cut]"));
+    }
+    Some((msg, cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_entries_parse_text_and_byte_messages() {
+        let (m, c) = parse_entry(r#"{"MESSAGE":"hello","__CURSOR":"s=1"}"#).unwrap();
+        assert_eq!((m.as_str(), c.as_str()), ("hello", "s=1"));
+        let (m, _) = parse_entry(r#"{"MESSAGE":[104,105,255],"__CURSOR":"s=2"}"#).unwrap();
+        assert_eq!(m, "hi\u{fffd}");
+        let (m, _) = parse_entry(r#"{"__CURSOR":"s=3"}"#).unwrap();
+        assert_eq!(m, "");
+        assert!(parse_entry("not json").is_none());
+        assert!(parse_entry(r#"{"MESSAGE":"no cursor"}"#).is_none());
+        let long = format!(r#"{{"MESSAGE":"{}","__CURSOR":"s"}}"#, "y".repeat(9000));
+        assert!(parse_entry(&long).unwrap().0.ends_with("more bytes cut]"));
+    }
+
+    #[test]
+    fn preload_keeps_the_last_lines_with_rising_seq() {
+        let (ring, ready) = Ring::new("logs/x");
+        ring.preload((1..=150).map(|i| format!("l{i}")).collect());
+        drop(ready);
+        let b = smol::block_on(ring.backfill());
+        assert_eq!(b.covers_seq, 100, "seq counts the lines kept");
+        let v: serde_json::Value = serde_json::from_str(&b.frames[0]).unwrap();
+        assert_eq!(v["type"], "history");
+        assert_eq!(v["topic"], "logs/x");
+        assert_eq!(v["data"][0]["data"]["line"], "l51");
+        assert_eq!(v["data"][0]["seq"], 1);
+    }
+}

@@ -1,0 +1,149 @@
+//! `--journal NAME=UNIT` against real journal files written by `systemd-journal-remote`, read with
+//! `journalctl -D`. Also checks the `journalctl` child exists only while the hub does and is
+//! reaped (no zombie). One test in this file, so no other test of this process spawns children.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use edgemon::Config;
+
+const UNIT: &str = "edgemon-test.service";
+
+fn journal_remote() -> Option<PathBuf> {
+    [
+        "/lib/systemd/systemd-journal-remote",
+        "/usr/lib/systemd/systemd-journal-remote",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// Writes `messages` for `UNIT` as a new journal file in `dir` (as this boot, like real entries).
+fn write_journal(tool: &Path, dir: &Path, file: &str, messages: &[&str]) {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .replace('-', "");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let mut export = String::new();
+    for (i, m) in messages.iter().enumerate() {
+        export.push_str(&format!(
+            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={boot}\n\
+             _SYSTEMD_UNIT={UNIT}\nMESSAGE={m}\n\n",
+            now + i as u128,
+            now + i as u128
+        ));
+    }
+    let mut child = Command::new(tool)
+        .arg("-o")
+        .arg(dir.join(file))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(export.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "systemd-journal-remote failed"
+    );
+}
+
+/// This process's `journalctl` children: (pid, state).
+fn journalctl_children() -> Vec<(u32, char)> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (pid, rest) = stat.split_once(" (")?;
+            let (comm, rest) = rest.rsplit_once(") ")?;
+            let mut f = rest.split_whitespace();
+            let state = f.next()?.chars().next()?;
+            let ppid: u32 = f.next()?.parse().ok()?;
+            (ppid == me && comm == "journalctl").then(|| (pid.parse().unwrap(), state))
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `f` holds; the child list has no change notification to wait on.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn journal_lines_follow_and_the_child_lives_only_with_the_hub() {
+    let (Some(tool), true) = (journal_remote(), Path::new("/usr/bin/journalctl").exists()) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI needs journalctl and systemd-journal-remote");
+        }
+        eprintln!("SKIPPED journal test: needs journalctl and systemd-journal-remote (apt)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("edgemon-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_journal(
+        &tool,
+        &dir,
+        "a.journal",
+        &["boot message", "second message"],
+    );
+
+    let srv = start(Config {
+        journals: vec![("svc".into(), UNIT.into())],
+        journal_dir: Some(dir.clone()),
+        ..config()
+    });
+    assert!(
+        journalctl_children().is_empty(),
+        "a child before anyone subscribed"
+    );
+    within(30, async {
+        let mut ws = ws(srv.addr, "/ws/logs/svc").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        let h = next_json(&mut ws).await;
+        assert_eq!(h["type"], "history", "{h}");
+        let lines: Vec<&str> = h["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["data"]["line"].as_str().unwrap())
+            .collect();
+        assert_eq!(lines, ["boot message", "second message"]);
+
+        eventually("one journalctl -f child", || {
+            journalctl_children().len() == 1
+        });
+        write_journal(&tool, &dir, "b.journal", &["a new line"]);
+        let v = next_of_type(&mut ws, "data").await;
+        assert_eq!(v["data"]["line"], "a new line");
+        assert_eq!(v["seq"], 3);
+        ws.close(None).await.unwrap();
+    });
+    assert!(srv.wait_until(Duration::from_secs(10), |s| s["producers"] == 0));
+    // Killed with the hub and reaped: no journalctl child, running or zombie.
+    eventually("the child gone", || journalctl_children().is_empty());
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,258 @@
+//! Log topics (`--log NAME=PATH`) end to end: backfill, follow, rotation, truncation, a missing file,
+//! missed-line markers, and names that must never become paths.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use edgemon::Config;
+use serde_json::Value;
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+fn temp(name: &str) -> TempDir {
+    let d = std::env::temp_dir().join(format!("edgemon-logs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn with_log(name: &str, path: &Path) -> Config {
+    Config {
+        logs: vec![(name.to_string(), path.to_path_buf())],
+        ..config()
+    }
+}
+
+/// Lines of every history frame until one that is the last (shorter than a full frame is not
+/// knowable), so: read history frames until the next frame is not history.
+async fn history_lines(ws: &mut Ws) -> (Vec<String>, Value) {
+    let mut lines = Vec::new();
+    loop {
+        let v = next_json(ws).await;
+        if v["type"] != "history" {
+            return (lines, v);
+        }
+        for item in v["data"].as_array().unwrap() {
+            lines.push(item["data"]["line"].as_str().unwrap().to_string());
+        }
+    }
+}
+
+/// The next `data` frame's line.
+async fn next_line(ws: &mut Ws) -> String {
+    let v = next_of_type(ws, "data").await;
+    v["data"]["line"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_new_subscriber_gets_the_last_100_lines_then_every_new_line() {
+    let d = temp("basic");
+    let p = d.0.join("app.log");
+    append(
+        &p,
+        &(1..=150).map(|i| format!("line {i}\n")).collect::<String>(),
+    );
+    let srv = start(with_log("app", &p));
+    let topics = get(srv.addr, "/api/topics").json();
+    assert!(
+        topics["topics"]
+            .as_array()
+            .unwrap()
+            .contains(&"logs/app".into())
+    );
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws/logs/app").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["type"], "history");
+        assert_eq!(v["topic"], "logs/app");
+        let mut lines: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["data"]["line"].as_str().unwrap().to_string())
+            .collect();
+        // 100 lines may span more than one (8 KiB) history frame.
+        while lines.len() < 100 {
+            let v = next_json(&mut ws).await;
+            assert_eq!(v["type"], "history");
+            for i in v["data"].as_array().unwrap() {
+                lines.push(i["data"]["line"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(lines.len(), 100);
+        assert_eq!(lines[0], "line 51");
+        assert_eq!(lines[99], "line 150");
+
+        append(&p, "fresh line\n");
+        let v = next_of_type(&mut ws, "data").await;
+        assert_eq!(v["data"]["line"], "fresh line");
+        assert_eq!(v["seq"], 101);
+    });
+}
+
+#[test]
+fn rotation_and_truncation_are_followed() {
+    let d = temp("rotate");
+    let p = d.0.join("syslog");
+    append(&p, "before\n");
+    let srv = start(with_log("sys", &p));
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws/logs/sys").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        let (hist, _) = {
+            let v = next_json(&mut ws).await;
+            (v, ())
+        };
+        assert_eq!(hist["data"][0]["data"]["line"], "before");
+
+        // logrotate's default: rename, then the writer re-creates the file.
+        std::fs::rename(&p, d.0.join("syslog.1")).unwrap();
+        append(&p, "after rotation\n");
+        assert_eq!(next_line(&mut ws).await, "after rotation");
+
+        // copytruncate: the same file emptied in place.
+        std::fs::File::create(&p).unwrap();
+        append(&p, "after truncation\n");
+        assert_eq!(next_line(&mut ws).await, "after truncation");
+    });
+}
+
+#[test]
+fn a_missing_file_is_reported_and_followed_once_it_appears() {
+    let d = temp("missing");
+    let p = d.0.join("later.log");
+    let srv = start(with_log("later", &p));
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws/logs/later").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        let (lines, err) = history_lines(&mut ws).await;
+        assert!(lines.is_empty());
+        assert_eq!(err["type"], "error");
+        assert_eq!(err["topic"], "logs/later");
+        assert!(
+            err["error"].as_str().unwrap().contains("later.log"),
+            "{err}"
+        );
+        append(&p, "it exists now\n");
+        assert_eq!(next_line(&mut ws).await, "it exists now");
+    });
+}
+
+#[test]
+fn a_subscriber_that_falls_behind_gets_a_missed_lines_marker() {
+    let d = temp("missed");
+    let p = d.0.join("burst.log");
+    append(&p, "");
+    let mut c = with_log("burst", &p);
+    c.send_queue = 4;
+    let srv = start(c);
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws/logs/burst").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        assert_eq!(next_json(&mut ws).await["type"], "history");
+        // 200 lines in one poll: all published at once into a queue of 4.
+        append(
+            &p,
+            &(1..=200).map(|i| format!("b{i}\n")).collect::<String>(),
+        );
+        let (mut got, mut missed) = (0u64, 0u64);
+        let mut last_seq = 0;
+        while got + missed < 200 {
+            let v = next_json(&mut ws).await;
+            match v["type"].as_str().unwrap() {
+                "missed" => {
+                    assert_eq!(v["topic"], "logs/burst");
+                    missed += v["lines"].as_u64().unwrap();
+                }
+                "data" => {
+                    got += 1;
+                    let seq = v["seq"].as_u64().unwrap();
+                    assert!(seq > last_seq);
+                    last_seq = seq;
+                }
+                other => panic!("unexpected {other}: {v}"),
+            }
+        }
+        assert_eq!(
+            got + missed,
+            200,
+            "every line is either delivered or counted as missed"
+        );
+        assert!(missed > 0, "a queue of 4 cannot hold a burst of 200");
+        assert_eq!(last_seq, 200, "the newest line is always delivered");
+    });
+}
+
+#[test]
+fn log_names_never_become_paths() {
+    let d = temp("names");
+    let p = d.0.join("app.log");
+    append(&p, "x\n");
+    let srv = start(with_log("app", &p));
+    for path in [
+        "/ws/logs/../../etc/shadow",
+        "/ws/logs/%2e%2e%2fetc%2fshadow",
+        "/ws/logs/app/../app",
+        "/ws/logs/",
+        "/ws/logs/APP",
+    ] {
+        let err = within(10, try_ws(srv.addr, path)).expect_err(path);
+        let async_tungstenite::tungstenite::Error::Http(resp) = err else {
+            panic!("{path}: {err:?}")
+        };
+        assert_eq!(resp.status(), 404, "{path}");
+    }
+    within(10, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        send(&mut ws, r#"{"op":"subscribe","topic":"logs/../app.log"}"#).await;
+        let e = next_json(&mut ws).await;
+        assert_eq!(e["error"], "unknown topic");
+    });
+}
+
+#[test]
+fn the_file_is_open_only_while_someone_subscribes() {
+    let d = temp("fd");
+    let p = d.0.join("watched.log");
+    append(&p, "x\n");
+    let srv = start(with_log("w", &p));
+    let open = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == p))
+            .count()
+    };
+    assert_eq!(open(), 0);
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws/logs/w").await;
+        next_json(&mut ws).await;
+        next_json(&mut ws).await;
+        assert_eq!(open(), 1, "the followed file is open while subscribed");
+        ws.close(None).await.unwrap();
+    });
+    assert!(srv.wait_until(
+        Duration::from_secs(10),
+        |s| s["hubs"].as_array().unwrap().is_empty() && s["producers"] == 0
+    ));
+    assert_eq!(open(), 0, "the file stays open after the hub is gone");
+}
