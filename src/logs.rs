@@ -103,12 +103,11 @@ impl Ring {
         b
     }
 
-    /// Records and publishes one line.
-    fn push(&self, hub: &Hub, line: &str) {
+    /// Numbers one line and keeps it in the ring; returns it for publishing.
+    fn record(&self, line: &str) -> (u64, u64, String) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let ts = unix_ms();
         let data = serde_json::json!({ "line": line }).to_string();
-        hub.publish(seq, data_frame(&self.topic, seq, ts, &data));
         let mut lines = lock(&self.lines);
         if lines.len() == BACKLOG {
             lines.pop_front();
@@ -116,24 +115,21 @@ impl Ring {
         lines.push_back(Line {
             seq,
             ts,
-            data: data.into_boxed_str(),
+            data: data.clone().into_boxed_str(),
         });
+        (seq, ts, data)
+    }
+
+    /// Records and publishes one line.
+    fn push(&self, hub: &Hub, line: &str) {
+        let (seq, ts, data) = self.record(line);
+        hub.publish(seq, data_frame(&self.topic, seq, ts, &data));
     }
 
     /// Records lines read before anyone could see them (the first read): no frames, just the ring.
     fn preload(&self, new: Vec<String>) {
-        for line in new.into_iter().rev().take(BACKLOG).rev() {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-            let data = serde_json::json!({ "line": line }).to_string();
-            let mut lines = lock(&self.lines);
-            if lines.len() == BACKLOG {
-                lines.pop_front();
-            }
-            lines.push_back(Line {
-                seq,
-                ts: unix_ms(),
-                data: data.into_boxed_str(),
-            });
+        for line in new.iter().rev().take(BACKLOG).rev() {
+            self.record(line);
         }
     }
 

@@ -100,10 +100,7 @@ fn per_ip_limit_refuses_the_sixth_with_429_and_frees_a_slot_on_close() {
         for _ in 0..5 {
             open.push(ws(srv.addr, "/ws").await);
         }
-        let err = try_ws(srv.addr, "/ws").await.expect_err("sixth refused");
-        let async_tungstenite::tungstenite::Error::Http(resp) = err else {
-            panic!("not an HTTP refusal: {err:?}")
-        };
+        let resp = refused(srv.addr, "/ws").await;
         assert_eq!(resp.status(), 429);
         assert!(
             resp.headers().get("retry-after").is_some(),
@@ -135,10 +132,7 @@ fn over_max_connections_gets_503() {
     within(10, async {
         let _a = ws(srv.addr, "/ws").await;
         let _b = ws(srv.addr, "/ws").await;
-        let err = try_ws(srv.addr, "/ws").await.expect_err("third refused");
-        let async_tungstenite::tungstenite::Error::Http(resp) = err else {
-            panic!("not an HTTP refusal: {err:?}")
-        };
+        let resp = refused(srv.addr, "/ws").await;
         assert_eq!(resp.status(), 503);
     });
 }
@@ -260,10 +254,7 @@ fn bad_commands_get_error_frames_and_the_connection_stays_open() {
 fn unknown_topic_in_the_path_is_404_before_upgrade() {
     let srv = start(config());
     within(10, async {
-        let err = try_ws(srv.addr, "/ws/nope").await.err().unwrap();
-        let async_tungstenite::tungstenite::Error::Http(resp) = err else {
-            panic!("{err:?}")
-        };
+        let resp = refused(srv.addr, "/ws/nope").await;
         assert_eq!(resp.status(), 404);
     });
     assert_eq!(srv.app.stats()["active_connections"], 0);

@@ -56,6 +56,18 @@ pub async fn try_ws(
     ws_over(tcp, addr, path).await
 }
 
+/// The HTTP status of a refused upgrade (fails the test if the upgrade succeeds).
+pub async fn refused(
+    addr: SocketAddr,
+    path: &str,
+) -> async_tungstenite::tungstenite::http::Response<Option<Vec<u8>>> {
+    match try_ws(addr, path).await {
+        Err(async_tungstenite::tungstenite::Error::Http(resp)) => *resp,
+        Err(e) => panic!("{path}: not an HTTP refusal: {e:?}"),
+        Ok(_) => panic!("{path}: upgrade accepted"),
+    }
+}
+
 /// Performs the client handshake on an already-connected stream.
 pub async fn ws_over(
     tcp: TcpStream,
