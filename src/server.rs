@@ -135,7 +135,7 @@ impl Server {
             };
             (name.clone(), source)
         }));
-        let topics = Arc::new(Topics::new(sampler.clone(), flood, logs));
+        let topics = Arc::new(Topics::new(sampler.clone(), flood, logs, changed.clone()));
         let registry = Registry::new(
             topics.clone(),
             Arc::downgrade(&ex),

@@ -48,6 +48,8 @@ pub struct Topics {
     app: OnceLock<Weak<App>>,
     /// The last `system` history frames built, reused until the next sample.
     history: Mutex<Option<Backfill>>,
+    /// Notified when a producer stops (stats watchers, tests).
+    changed: Arc<event_listener::Event>,
     /// Configured log topics (`logs/NAME`) and where their lines come from.
     logs: BTreeMap<String, Source>,
     /// The rings of live log hubs, for backfill; an entry lives exactly as long as its producer.
@@ -69,8 +71,10 @@ impl Topics {
         sampler: Arc<Sampler>,
         flood: Option<(Duration, usize)>,
         logs: Vec<(String, Source)>,
+        changed: Arc<event_listener::Event>,
     ) -> Topics {
         Topics {
+            changed,
             logs: logs
                 .into_iter()
                 .map(|(name, src)| (format!("logs/{name}"), src))
@@ -168,7 +172,7 @@ impl Topics {
 
 impl Catalog for Topics {
     fn producer(&self, topic: &str, hub: Weak<Hub>) -> Option<ProducerFuture> {
-        let running = Running::new(&self.running);
+        let running = Running::new(&self.running, &self.changed);
         match topic {
             // Registered now, not on the producer's first poll, so no sample falls between the
             // subscriber's history and its first live frame.
@@ -238,18 +242,20 @@ impl Drop for RingEntry {
 }
 
 /// Counts a running producer; the count drops when the producer's future is dropped (cancelled).
-struct Running(Arc<AtomicUsize>);
+struct Running(Arc<AtomicUsize>, Arc<event_listener::Event>);
 
 impl Running {
-    fn new(count: &Arc<AtomicUsize>) -> Running {
+    fn new(count: &Arc<AtomicUsize>, changed: &Arc<event_listener::Event>) -> Running {
         count.fetch_add(1, Ordering::SeqCst);
-        Running(count.clone())
+        Running(count.clone(), changed.clone())
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        // A cancelled producer is dropped a moment after its hub left the registry: say so too.
+        self.1.notify(usize::MAX);
     }
 }
 
