@@ -95,6 +95,11 @@ impl Limits {
         self.active.load(Ordering::SeqCst)
     }
 
+    /// Open connections from `ip`.
+    pub fn per_ip_count(&self, ip: IpAddr) -> usize {
+        self.lock().get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+
     /// Open connections per IP, sorted by IP.
     pub fn per_ip(&self) -> Vec<(IpAddr, usize)> {
         let mut v: Vec<_> = self.lock().iter().map(|(ip, n)| (*ip, *n)).collect();

@@ -1,6 +1,7 @@
 //! HTTP routes: one function per route; `route` reads as the list of them.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use crate::http::{Request, Response};
 use crate::server::App;
@@ -13,8 +14,8 @@ pub enum Routed {
     Upgrade(Option<String>),
 }
 
-/// Routes one request.
-pub fn route(app: &App, req: &Request) -> Routed {
+/// Routes one request from `peer`.
+pub fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
     if req.method != "GET" {
         return Routed::Response(
             Response::error(405, "only GET is supported").with("Allow", "GET"),
@@ -26,6 +27,11 @@ pub fn route(app: &App, req: &Request) -> Routed {
     }
     Routed::Response(match req.path.as_str() {
         "/" => index(),
+        "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
+        "/app.css" => asset("text/css; charset=utf-8", APP_CSS),
+        // Browsers ask for /favicon.ico whatever the page says; both get the same small icon.
+        "/favicon.svg" | "/favicon.ico" => asset("image/svg+xml", FAVICON),
+        "/api/websocket/admission" => admission(app, peer),
         "/healthz" => healthz(),
         "/api/websocket/stats" => stats(app),
         "/api/system" => system(app),
@@ -43,21 +49,49 @@ pub fn route(app: &App, req: &Request) -> Routed {
     })
 }
 
-/// `GET /`: a placeholder page until the dashboard lands.
-fn index() -> Response {
+/// The dashboard, embedded in the binary: no files on disk, no requests to any other host.
+const INDEX: &str = include_str!("dashboard/index.html");
+const APP_JS: &str = include_str!("dashboard/app.js");
+const APP_CSS: &str = include_str!("dashboard/app.css");
+const FAVICON: &str = include_str!("dashboard/favicon.svg");
+
+/// SECURITY: the page may load and connect only to its own origin (scripts, styles, fetches and its
+/// WebSocket), runs no inline script, and cannot be framed by another site.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// A static asset; revalidated on every load, so an upgraded daemon never serves a stale page.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     Response {
         status: 200,
-        content_type: "text/html; charset=utf-8",
+        content_type,
         cache: "no-cache",
         headers: Vec::new(),
-        body: Cow::Borrowed(INDEX.as_bytes()),
+        body: Cow::Borrowed(body.as_bytes()),
     }
 }
 
-const INDEX: &str = "<!doctype html><meta charset=utf-8><title>edgemon</title>\
-<h1>edgemon</h1><p>The dashboard is not built yet. Live data: \
-<code>/ws/system</code> (WebSocket), <a href=/api/system>/api/system</a>, \
-<a href=/api/topics>/api/topics</a>, <a href=/api/websocket/stats>/api/websocket/stats</a>.</p>\n";
+/// `GET /`: the dashboard page.
+fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+        .with("Content-Security-Policy", CSP)
+        .with("Referrer-Policy", "no-referrer")
+}
+
+/// `GET /api/websocket/admission`: whether this client could open a WebSocket now, and which
+/// limit stops it. A browser cannot read the status of a refused upgrade; the dashboard asks here.
+fn admission(app: &App, peer: IpAddr) -> Response {
+    let used = app.limits.per_ip_count(peer);
+    Response::json(
+        200,
+        serde_json::json!({
+            "ip": peer.to_canonical().to_string(),
+            "per_ip": { "used": used, "limit": app.limits.max_per_ip },
+            "total": { "used": app.limits.active(), "limit": app.limits.max_total },
+        })
+        .to_string(),
+    )
+}
 
 /// `GET /healthz`: 200 while the daemon serves.
 fn healthz() -> Response {

@@ -309,7 +309,7 @@ async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr, drai
         // The buffer grew for this head at most; give the memory back while the connection idles.
         buf.shrink_to(1024);
         let keep_alive = req.keep_alive() && !req.has_body;
-        match routes::route(&app, &req) {
+        match routes::route(&app, &req, peer.ip()) {
             Routed::Response(r) => {
                 let bytes = r.to_bytes(keep_alive);
                 if http::write_all(&mut stream, &bytes, write_timeout)

@@ -199,3 +199,61 @@ fn an_incomplete_head_is_closed_at_the_head_timeout() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(get(srv.addr, "/healthz").status, 200);
 }
+
+#[test]
+fn the_dashboard_and_its_parts_are_served_with_a_strict_policy() {
+    let srv = start(config());
+    let page = get(srv.addr, "/");
+    assert!(page.body.contains("<script src=\"/app.js\""));
+    let csp = page
+        .header("content-security-policy")
+        .expect("a CSP on the page");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    for (path, kind) in [
+        ("/app.js", "text/javascript"),
+        ("/app.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+        ("/favicon.ico", "image/svg+xml"),
+    ] {
+        let r = get(srv.addr, path);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+        assert!(!r.body.is_empty(), "{path}");
+    }
+    // The page refers to nothing outside the daemon.
+    for part in ["/", "/app.js", "/app.css"] {
+        let body = get(srv.addr, part).body;
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{part} names another host"
+        );
+    }
+}
+
+#[test]
+fn admission_tells_a_client_how_many_of_its_slots_are_used() {
+    let mut c = config();
+    c.max_per_ip = 2;
+    let srv = start(c);
+    let a = get(srv.addr, "/api/websocket/admission").json();
+    assert_eq!(a["ip"], "127.0.0.1");
+    assert_eq!(a["per_ip"]["used"], 0);
+    assert_eq!(a["per_ip"]["limit"], 2);
+    let _held = within(10, async {
+        let x = ws(srv.addr, "/ws").await;
+        let y = ws(srv.addr, "/ws").await;
+        (x, y)
+    });
+    assert!(srv.wait_until(Duration::from_secs(10), |s| s["active_connections"] == 2));
+    let a = get(srv.addr, "/api/websocket/admission").json();
+    assert_eq!(a["per_ip"]["used"], 2);
+    assert_eq!(a["total"]["used"], 2);
+    assert_eq!(a["total"]["limit"], 256);
+}

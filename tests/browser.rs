@@ -1,0 +1,48 @@
+//! The dashboard in a real headless Chromium (Debian's `chromium`), driven by `playwright-core`
+//! (tests/browser/dashboard.mjs). Needs node, `npm ci --prefix tests/browser` and chromium: CI
+//! installs them; elsewhere the test says what is missing and passes, except under `CI=true`.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut missing = Vec::new();
+    if !Path::new(&chromium).exists() {
+        missing.push("chromium (apt install chromium)");
+    }
+    if !root
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        missing.push("playwright-core (npm ci --prefix tests/browser)");
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node");
+    }
+    if !missing.is_empty() {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI needs {}", missing.join(", "));
+        }
+        eprintln!("SKIPPED browser tests: missing {}", missing.join(", "));
+        return;
+    }
+    let artifacts = root.join("target/browser-artifacts");
+    let out = Command::new("timeout")
+        .args(["600", "node"])
+        .arg(root.join("tests/browser/dashboard.mjs"))
+        .env("EDGEMON_BIN", env!("CARGO_BIN_EXE_edgemon"))
+        .env("EDGEMON_ARTIFACTS", &artifacts)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("{report}");
+    assert!(out.status.success(), "browser tests failed:\n{report}");
+    for shot in ["dashboard-375.png", "dashboard-1280.png"] {
+        assert!(artifacts.join(shot).exists(), "no screenshot {shot}");
+    }
+}

@@ -1,0 +1,266 @@
+// Dashboard tests in a real headless Chromium (Debian's), driven by playwright-core.
+// Run by tests/browser.rs with EDGEMON_BIN (the daemon) and EDGEMON_ARTIFACTS (screenshots).
+// Every wait is bounded; every daemon started here is stopped here.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+
+const BIN = process.env.EDGEMON_BIN;
+const OUT = process.env.EDGEMON_ARTIFACTS || 'target/browser-artifacts';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+fs.mkdirSync(OUT, { recursive: true });
+
+const daemons = new Set();
+
+/** Starts the daemon on 127.0.0.1 (port 0 unless given) and waits for its listening line. */
+function startDaemon(args = [], port = 0) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(BIN, ['--listen', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const d = { proc, log: [], exited: new Promise((r) => proc.on('exit', r)) };
+    daemons.add(d);
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error('daemon did not start:\n' + d.log.join('\n'))), 10000);
+    proc.stderr.on('data', (chunk) => {
+      buf += chunk;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        d.log.push(line);
+        const m = line.match(/listening on (http:\/\/\S+)/);
+        if (m) { clearTimeout(timer); d.url = m[1]; d.port = Number(new URL(m[1]).port); resolve(d); }
+      }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); if (!d.url) reject(new Error(`daemon exited ${code}:\n${d.log.join('\n')}`)); });
+  });
+}
+
+async function stopDaemon(d) {
+  d.proc.kill('SIGTERM');
+  const code = await Promise.race([d.exited, new Promise((r) => setTimeout(() => r('timeout'), 8000))]);
+  daemons.delete(d);
+  if (code === 'timeout') { d.proc.kill('SIGKILL'); throw new Error('daemon did not stop on SIGTERM'); }
+}
+
+async function stats(d) {
+  return (await fetch(d.url + '/api/websocket/stats')).json();
+}
+
+/** Polls `fn` until it returns something truthy; fails after `ms`. */
+async function waitFor(what, fn, ms = 10000) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what} (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const text = (page, sel) => page.locator(sel).textContent();
+
+/** A page that records console errors, page errors and requests to any other host. */
+async function openPage(context, d) {
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('console', (m) => { if (m.type() === 'error') page.problems.push('console: ' + m.text()); });
+  page.on('pageerror', (e) => page.problems.push('pageerror: ' + e.message));
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (u.host !== new URL(d.url).host) page.problems.push('foreign request: ' + r.url());
+  });
+  await page.goto(d.url + '/');
+  return page;
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+test('the page loads without errors, shows the hostname, and CPU values move', async () => {
+  const d = await startDaemon();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('hostname', async () => (await text(page, '#host')) === os.hostname());
+    // Burn some CPU (bounded) so the figures have something to show.
+    const burner = spawn('timeout', ['6', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
+    const first = await text(page, '#cores');
+    await waitFor('CPU values to change', async () => (await text(page, '#cores')) !== first, 8000);
+    burner.kill();
+    await waitFor('a graph drawn', () => page.evaluate(() => {
+      const c = document.getElementById('g-cpu');
+      const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 3; i < px.length; i += 4) if (px[i]) return true;
+      return false;
+    }));
+    assert.match(await text(page, '#mem'), /RAM/);
+    await waitFor('processes listed', async () => (await page.locator('#procs tbody tr').count()) > 0, 8000);
+    await page.screenshot({ path: path.join(OUT, 'dashboard-1280.png'), fullPage: true });
+    await page.setViewportSize({ width: 375, height: 812 });
+    await page.waitForTimeout(300); // let the layout and one frame settle before the picture
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `page is ${overflow}px wider than a 375px phone`);
+    await page.screenshot({ path: path.join(OUT, 'dashboard-375.png'), fullPage: true });
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+  }
+});
+
+test('20 rapid reloads of one tab leave exactly one connection', async () => {
+  const d = await startDaemon();
+  const context = await browser.newContext();
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    // Navigating to the same URL is a reload; page.reload() in a tight loop detaches Playwright.
+    // Each reload gets as far as opening its socket, so 21 sockets really are opened in all.
+    for (let i = 0; i < 20; i++) {
+      await page.goto(d.url + '/', { waitUntil: 'commit' });
+      await waitFor(`reload ${i} live`, async () => (await text(page, '#conn')) === 'live', 5000);
+    }
+    await waitFor('live after reloads', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('one connection', async () => (await stats(d)).active_connections === 1, 10000);
+    // And it stays one: nothing stacked up behind it.
+    await page.waitForTimeout(1500);
+    assert.equal((await stats(d)).active_connections, 1);
+    assert.equal((await stats(d)).connections_total >= 21, true);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+  }
+});
+
+test('a sixth tab shows the per-device limit, and connects when one closes', async () => {
+  const d = await startDaemon(['--max-per-ip', '5']);
+  const context = await browser.newContext();
+  try {
+    const pages = [];
+    for (let i = 0; i < 5; i++) {
+      const p = await openPage(context, d);
+      await waitFor(`tab ${i} live`, async () => (await text(p, '#conn')) === 'live');
+      pages.push(p);
+    }
+    const sixth = await openPage(context, d);
+    await waitFor('the limit message', async () =>
+      (await text(sixth, '#notice')).includes('too many open dashboards from this device (limit 5)'));
+    assert.equal(await text(sixth, '#conn'), 'limit reached');
+    await pages[0].close();
+    await waitFor('the sixth tab connects', async () => (await text(sixth, '#conn')) === 'live', 20000);
+    assert.equal(await sixth.locator('#notice').isHidden(), true);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+  }
+});
+
+test('stopping the daemon shows reconnecting; a restart resumes live data without a reload', async () => {
+  let d = await startDaemon();
+  const port = d.port;
+  const context = await browser.newContext();
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await page.evaluate(() => { window.__marker = 'same page'; });
+    await stopDaemon(d);
+    await waitFor('reconnecting', async () => (await text(page, '#conn')).startsWith('reconnecting'));
+    d = await startDaemon([], port);
+    await waitFor('live again', async () => (await text(page, '#conn')) === 'live', 20000);
+    assert.equal(await page.evaluate(() => window.__marker), 'same page', 'the page was reloaded');
+    await waitFor('fresh data', async () => /^data [01] s old$/.test(await text(page, '#age')), 5000);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+  }
+});
+
+test('a line appended to a log file shows in the log viewer within 2 s', async () => {
+  const file = path.join(os.tmpdir(), `edgemon-browser-${process.pid}.log`);
+  fs.writeFileSync(file, 'first line\n');
+  const d = await startDaemon(['--log', `demo=${file}`]);
+  const context = await browser.newContext();
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('the source listed', async () => (await page.locator('#log-source option[value="logs/demo"]').count()) === 1);
+    await page.selectOption('#log-source', 'logs/demo');
+    await waitFor('the backlog', async () => (await text(page, '#log')).includes('first line'));
+    const line = `appended ${Date.now()}`;
+    fs.appendFileSync(file, line + '\n');
+    const t0 = Date.now();
+    await waitFor('the new line', async () => (await text(page, '#log')).includes(line), 2000);
+    console.log(`    line visible after ${Date.now() - t0} ms`);
+    // Paused: lines keep arriving, shown on resume.
+    await page.click('#log-follow');
+    fs.appendFileSync(file, 'while paused\n');
+    await waitFor('pending count', async () => /1 new line/.test(await text(page, '#log-status')), 3000);
+    assert.equal((await text(page, '#log')).includes('while paused'), false);
+    await page.click('#log-follow');
+    await waitFor('shown on resume', async () => (await text(page, '#log')).includes('while paused'));
+    await page.fill('#log-filter', 'first');
+    await waitFor('filtered', async () => !(await text(page, '#log')).includes('while paused'));
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+    fs.rmSync(file, { force: true });
+  }
+});
+
+test('a hidden tab unsubscribes from processes and logs, and resubscribes when visible', async () => {
+  const file = path.join(os.tmpdir(), `edgemon-browser-vis-${process.pid}.log`);
+  fs.writeFileSync(file, 'x\n');
+  const d = await startDaemon(['--log', `demo=${file}`, '--hub-linger', '0']);
+  const context = await browser.newContext();
+  const subs = async (topic) => {
+    const h = (await stats(d)).hubs.find((x) => x.topic === topic);
+    return h ? h.subscribers : 0;
+  };
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('source listed', async () => (await page.locator('#log-source option[value="logs/demo"]').count()) === 1);
+    await page.selectOption('#log-source', 'logs/demo');
+    await waitFor('subscribed', async () => (await subs('processes')) === 1 && (await subs('logs/demo')) === 1);
+    const setVisibility = (state) => page.evaluate((s) => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => s });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, state);
+    await setVisibility('hidden');
+    await waitFor('unsubscribed while hidden', async () =>
+      (await subs('processes')) === 0 && (await subs('logs/demo')) === 0 && (await subs('system')) === 1);
+    await setVisibility('visible');
+    await waitFor('resubscribed', async () => (await subs('processes')) === 1 && (await subs('logs/demo')) === 1);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+    fs.rmSync(file, { force: true });
+  }
+});
+
+let failed = 0;
+for (const t of tests) {
+  const t0 = Date.now();
+  try {
+    await Promise.race([t.fn(), new Promise((_, rej) => setTimeout(() => rej(new Error('test timed out after 90 s')), 90000))]);
+    console.log(`ok   ${t.name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${t.name}\n     ${String(e && e.stack || e).replace(/\n/g, '\n     ')}`);
+  }
+}
+await browser.close();
+for (const d of daemons) d.proc.kill('SIGKILL');
+console.log(`${tests.length - failed} passed, ${failed} failed; screenshots in ${OUT}`);
+process.exit(failed ? 1 : 0);
