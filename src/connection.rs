@@ -111,8 +111,8 @@ struct Session {
 struct Sub {
     /// Subscribed topic.
     topic: String,
-    /// The hub membership.
-    _sub: Subscription,
+    /// The hub membership; dropping it unsubscribes.
+    membership: Subscription,
     /// The last `seq` sent (or covered by the backfill); older frames are skipped.
     last_seq: u64,
     /// A log topic: a jump in `seq` is announced with a `missed` marker.
@@ -233,8 +233,12 @@ impl Session {
                     }
                 }
                 Event::Frame(frame) => {
-                    let Some(sub) = self.subs.iter_mut().find(|s| s.topic == frame.topic()) else {
-                        // Queued before an unsubscribe.
+                    let Some(sub) = self
+                        .subs
+                        .iter_mut()
+                        .find(|s| s.membership.hub().id() == frame.hub_id())
+                    else {
+                        // Queued before an unsubscribe, or by a hub since replaced.
                         continue;
                     };
                     let seq = frame.seq();
@@ -383,7 +387,7 @@ impl Session {
         }
         self.subs.push(Sub {
             topic: topic.to_string(),
-            _sub: sub,
+            membership: sub,
             last_seq: backfill.covers_seq,
             marks_gaps: self.app.topics.is_log(topic),
         });

@@ -33,6 +33,8 @@ pub struct Frame(Arc<FrameInner>);
 struct FrameInner {
     /// The topic, so a connection can tell its subscriptions' frames apart.
     topic: Arc<str>,
+    /// The publishing hub, so a frame left over from a removed hub is not taken for the new one's.
+    hub_id: u64,
     /// The frame's `seq`, so a connection can skip frames its history already covered.
     seq: u64,
     /// The JSON text, serialized once.
@@ -56,6 +58,11 @@ impl Frame {
         &self.0.topic
     }
 
+    /// The id of the hub that published the frame.
+    pub fn hub_id(&self) -> u64 {
+        self.0.hub_id
+    }
+
     /// The frame's sequence number within its topic.
     pub fn seq(&self) -> u64 {
         self.0.seq
@@ -74,6 +81,8 @@ impl Frame {
 
 /// A topic's hub.
 pub struct Hub {
+    /// Unique among all hubs this daemon ever made (a topic's hubs come and go).
+    id: u64,
     /// The topic name, shared with every frame.
     topic: Arc<str>,
     /// Subscribers and lifecycle; a std lock, never held across an await or while dropping a task.
@@ -119,6 +128,11 @@ struct Subscriber {
 }
 
 impl Hub {
+    /// This hub's unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The topic this hub serves.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -154,6 +168,7 @@ impl Hub {
     pub fn publish(&self, seq: u64, text: Utf8Bytes) -> usize {
         let frame = Frame(Arc::new(FrameInner {
             topic: self.topic.clone(),
+            hub_id: self.id,
             seq,
             text,
             counters: self.counters.clone(),
@@ -280,6 +295,7 @@ impl Registry {
                         .cloned()
                         .unwrap_or_default();
                     let hub = Arc::new(Hub {
+                        id: self.next_id.fetch_add(1, Ordering::Relaxed),
                         topic: Arc::from(topic),
                         state: Mutex::new(HubState {
                             subscribers: Vec::new(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+use smol::future::FutureExt;
 use smol::io::{AsyncBufReadExt, BufReader};
 use smol::stream::StreamExt;
 
@@ -212,7 +213,8 @@ pub async fn follow_journal(
     hub: Weak<Hub>,
 ) {
     let base = |cmd: &mut smol::process::Command| {
-        cmd.args(["-o", "json", "--no-pager", "-q", "-u", &unit]);
+        // --all: without it, fields over 4 KiB come out as null and long messages would be lost.
+        cmd.args(["-o", "json", "--all", "--no-pager", "-q", "-u", &unit]);
         if let Some(d) = &dir {
             cmd.arg("-D").arg(d);
         }
@@ -251,25 +253,65 @@ pub async fn follow_journal(
         let ended = match cmd.spawn() {
             Ok(mut child) => {
                 let out = child.stdout.take().expect("stdout is piped");
-                let mut lines = BufReader::new(out).lines();
-                if let Some(hub) = hub.upgrade() {
-                    ring.set_error(Some(&hub), None);
-                }
-                while let Some(Ok(l)) = lines.next().await {
-                    let Some((msg, cur)) = parse_entry(&l) else {
-                        continue;
-                    };
-                    cursor = Some(cur);
-                    let Some(hub) = hub.upgrade() else { return };
-                    ring.push(&hub, &msg);
-                }
-                // Reap it now (it ended, or we are shutting it down); kill_on_drop covers cancellation.
+                let err = child.stderr.take().expect("stderr is piped");
+                // stderr is read all along (keeping its last 4 KiB): a child whose stderr pipe
+                // filled up would block and go silent.
+                let stderr_tail = async {
+                    let mut kept = Vec::new();
+                    let mut err = err;
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n @ 1..) = smol::io::AsyncReadExt::read(&mut err, &mut chunk).await
+                    {
+                        kept.extend_from_slice(&chunk[..n]);
+                        let excess = kept.len().saturating_sub(4096);
+                        kept.drain(..excess);
+                    }
+                    kept
+                };
+                let entries = async {
+                    let mut lines = BufReader::new(out).lines();
+                    // The error clears once the child proves itself: a first entry, or 2 s alive.
+                    let mut proven = std::pin::pin!(smol::Timer::after(Duration::from_secs(2)));
+                    let mut cleared = false;
+                    loop {
+                        let next = async { Some(lines.next().await) }
+                            .or(async {
+                                if cleared {
+                                    std::future::pending::<()>().await;
+                                }
+                                (&mut proven).await;
+                                None
+                            })
+                            .await;
+                        let Some(next) = next else {
+                            cleared = true;
+                            if let Some(hub) = hub.upgrade() {
+                                ring.set_error(Some(&hub), None);
+                            }
+                            continue;
+                        };
+                        let Some(Ok(l)) = next else { return true };
+                        let Some((msg, cur)) = parse_entry(&l) else {
+                            continue;
+                        };
+                        cursor = Some(cur);
+                        let Some(hub) = hub.upgrade() else {
+                            return false;
+                        };
+                        if !cleared {
+                            cleared = true;
+                            ring.set_error(Some(&hub), None);
+                        }
+                        ring.push(&hub, &msg);
+                    }
+                };
+                let (hub_alive, err) = smol::future::zip(entries, stderr_tail).await;
+                // Reap it now; kill_on_drop covers cancellation.
                 let _ = child.kill();
-                let mut err = Vec::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = smol::io::AsyncReadExt::read_to_end(&mut e, &mut err).await;
-                }
                 let _ = child.status().await;
+                if !hub_alive {
+                    return;
+                }
                 journal_error(&unit, &err)
             }
             Err(e) => format!("cannot run journalctl: {e} (retrying)"),

@@ -57,8 +57,7 @@ impl Tail {
 
     /// Opens the file and returns its last `n` complete lines; later polls return what follows.
     pub fn open_at_end(&mut self, n: usize) -> io::Result<Vec<String>> {
-        let mut file = File::open(&self.path)?;
-        let meta = file.metadata()?;
+        let (mut file, meta) = open_regular(&self.path)?;
         let len = meta.len();
         let start = start_of_last_lines(&mut file, len, n)?;
         self.file = Some(Open {
@@ -69,50 +68,72 @@ impl Tail {
         });
         self.partial.clear();
         self.cut = 0;
-        let mut lines = self.read_new()?;
-        // Only what was there at open: anything appended meanwhile comes with the next poll anyway.
+        let (mut lines, _) = self.read_new_or_forget()?;
+        // A file bigger than one read: keep the newest `n`; the rest arrives with the next polls.
         if lines.len() > n {
             lines.drain(..lines.len() - n);
         }
         Ok(lines)
     }
 
-    /// New complete lines since the last call. Follows rotation and truncation; a missing file is
-    /// an error (the caller retries), except right after rotation while the old file is drained.
+    /// New complete lines since the last call. Follows rotation and truncation. A missing or
+    /// unreadable file is an error and is retried by the next call; lines already read are never
+    /// lost to an error (the error waits for the next call instead).
     pub fn poll(&mut self) -> io::Result<Vec<String>> {
         if self.file.is_none() {
-            // First open, or the file vanished earlier: a file that (re)appears is read from its start.
-            let file = File::open(&self.path)?;
-            let meta = file.metadata()?;
-            self.file = Some(Open {
-                file,
-                id: (meta.dev(), meta.ino()),
-                pos: 0,
-                last: Vec::new(),
-            });
-            self.partial.clear();
-            self.cut = 0;
+            // First open, or the file went away: a file that (re)appears is read from its start.
+            self.open_from_start()?;
         }
-        let mut lines = self.read_new()?;
+        let (mut lines, drained) = self.read_new_or_forget()?;
+        if !drained {
+            // More is waiting in this file: read it all before looking for a rotated successor.
+            return Ok(lines);
+        }
+        let current = self.file.as_ref().map(|f| f.id);
         match std::fs::metadata(&self.path) {
-            Ok(meta) if Some((meta.dev(), meta.ino())) != self.file.as_ref().map(|f| f.id) => {
-                // Rotated: the old file is drained (above); a line left without its newline ends here.
+            Ok(meta) if Some((meta.dev(), meta.ino())) != current => {
+                // Rotated: the old file is drained; a line left without its newline ends here.
                 lines.extend(self.flush_partial());
                 self.file = None;
-                lines.extend(self.poll()?);
+                // The successor's first lines, if it can be read now; if not, the next poll says why.
+                if self.open_from_start().is_ok()
+                    && let Ok((more, _)) = self.read_new_or_forget()
+                {
+                    lines.extend(more);
+                }
             }
-            Ok(_) => {}
-            // Renamed away and not re-created yet: keep the old handle until the new file appears.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            // Same file, or renamed away and not re-created yet (keep draining the old handle), or
+            // unreadable for a moment: the next poll looks again.
+            _ => {}
         }
         Ok(lines)
     }
 
-    /// Reads what the open file has past `pos` (up to `MAX_READ`), following truncation.
-    fn read_new(&mut self) -> io::Result<Vec<String>> {
+    /// Opens the path from its start.
+    fn open_from_start(&mut self) -> io::Result<()> {
+        let (file, meta) = open_regular(&self.path)?;
+        self.file = Some(Open {
+            file,
+            id: (meta.dev(), meta.ino()),
+            pos: 0,
+            last: Vec::new(),
+        });
+        self.partial.clear();
+        self.cut = 0;
+        Ok(())
+    }
+
+    /// `read_new`, forgetting the handle on error so the next poll reopens the path instead of
+    /// failing on a dead handle forever (a stale NFS handle, a path replaced by something else).
+    fn read_new_or_forget(&mut self) -> io::Result<(Vec<String>, bool)> {
+        self.read_new().inspect_err(|_| self.file = None)
+    }
+
+    /// Reads what the open file has past `pos` (up to `MAX_READ`), following truncation. Also
+    /// says whether it reached the end of the file.
+    fn read_new(&mut self) -> io::Result<(Vec<String>, bool)> {
         let Some(open) = self.file.as_mut() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         };
         let len = open.file.metadata()?.len();
         if len < open.pos || !open.last_bytes_unchanged()? {
@@ -127,6 +148,7 @@ impl Tail {
         (&mut open.file)
             .take(MAX_READ as u64)
             .read_to_end(&mut buf)?;
+        let drained = buf.len() < MAX_READ;
         open.pos += buf.len() as u64;
         let keep = buf.len().min(TAIL_CHECK);
         if keep == TAIL_CHECK {
@@ -136,7 +158,7 @@ impl Tail {
             open.last.drain(..excess);
         }
         open.last.extend_from_slice(&buf[buf.len() - keep..]);
-        Ok(self.split(&buf))
+        Ok((self.split(&buf), drained))
     }
 
     /// Splits new bytes into complete lines, keeping an unfinished one for later.
@@ -193,18 +215,30 @@ impl Open {
     }
 }
 
+/// Opens `path` if it is a regular file (a directory opens fine on Linux, then fails every read).
+fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok((file, meta))
+}
+
 /// Offset where the last `n` lines of the first `len` bytes start (reading backwards in blocks).
+/// Scans back at most `n` full-length lines, so a file without newlines costs one bounded read.
 fn start_of_last_lines(file: &mut File, len: u64, n: usize) -> io::Result<u64> {
     if n == 0 {
         return Ok(len);
     }
+    let floor = len.saturating_sub((n as u64 + 1) * MAX_LINE as u64);
     let mut newlines = 0;
     let mut end = len;
     // A final newline ends the last line rather than starting an empty one.
     let mut skip_last = true;
     let mut block = vec![0u8; 8192];
-    while end > 0 {
-        let start = end.saturating_sub(block.len() as u64);
+    while end > floor {
+        let start = end.saturating_sub(block.len() as u64).max(floor);
         let chunk = &mut block[..(end - start) as usize];
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(chunk)?;
@@ -223,7 +257,7 @@ fn start_of_last_lines(file: &mut File, len: u64, n: usize) -> io::Result<u64> {
         }
         end = start;
     }
-    Ok(0)
+    Ok(floor)
 }
 
 #[cfg(test)]
@@ -355,6 +389,44 @@ mod tests {
         );
         assert!(lines[1].len() < MAX_LINE + 40);
         assert_eq!(lines[2], "after");
+    }
+
+    #[test]
+    fn a_burst_is_drained_before_a_rotation_is_followed() {
+        let d = dir("burst");
+        let p = d.0.join("a.log");
+        append(&p, b"");
+        let mut t = Tail::new(&p);
+        t.open_at_end(10).unwrap();
+        let line = format!("{}\n", "z".repeat(99));
+        let burst = line.repeat(MAX_READ / 100 * 3);
+        append(&p, burst.as_bytes());
+        std::fs::rename(&p, d.0.join("a.log.1")).unwrap();
+        append(&p, b"successor\n");
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.extend(t.poll().unwrap());
+        }
+        assert_eq!(
+            got.len(),
+            MAX_READ / 100 * 3 + 1,
+            "every line of the burst, then the new file"
+        );
+        assert!(got[..got.len() - 1].iter().all(|l| l.len() == 99));
+        assert_eq!(got.last().unwrap(), "successor");
+    }
+
+    #[test]
+    fn a_directory_in_place_of_the_file_is_an_error_and_recovers() {
+        let d = dir("isdir");
+        let p = d.0.join("a.log");
+        std::fs::create_dir(&p).unwrap();
+        let mut t = Tail::new(&p);
+        assert!(t.open_at_end(10).is_err());
+        assert!(t.poll().is_err());
+        std::fs::remove_dir(&p).unwrap();
+        append(&p, b"a file again\n");
+        assert_eq!(t.poll().unwrap(), ["a file again"]);
     }
 
     #[test]

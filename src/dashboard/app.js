@@ -23,7 +23,7 @@ const S = {
   cpu: new Ring(POINTS), mem: new Ring(POINTS), swap: new Ring(POINTS),
   temp: new Ring(POINTS), rx: new Ring(POINTS), tx: new Ring(POINTS), disk: new Ring(POINTS),
   procs: [], sort: 'cpu',
-  logs: new Map(),           // topic -> {lines: [{t, cls}], dropped}
+  logs: new Map(),           // topic -> {lines: [{t, cls}], seq}
   logTopic: '', follow: true, filter: '', pendingWhilePaused: 0,
   conn: 'connecting', connText: 'connecting…', notice: '',
 };
@@ -79,12 +79,13 @@ function connect() {
   sock.onopen = () => {
     if (my !== gen) return;
     opened = true;
-    backoff = BACKOFF_MIN;
     setConn('live', 'live', '');
     syncSubscriptions();
   };
   sock.onmessage = (e) => {
     if (my !== gen) return;
+    // Reset only once data flows: a server that accepts and drops at once still gets backoff.
+    backoff = BACKOFF_MIN;
     let m;
     try { m = JSON.parse(e.data); } catch (_) { return; }
     handle(m);
@@ -113,7 +114,7 @@ function scheduleRetry() {
 
 async function explainRefusal() {
   try {
-    const r = await fetch('/api/websocket/admission', { cache: 'no-store' });
+    const r = await fetch('/api/websocket/admission', { cache: 'no-store', signal: AbortSignal.timeout(5000) });
     const a = await r.json();
     if (a.per_ip && a.per_ip.used >= a.per_ip.limit) {
       setConn('limit', 'limit reached',
@@ -136,6 +137,8 @@ function setConn(kind, text, notice) {
 document.addEventListener('visibilitychange', () => { syncSubscriptions(); if (document.visibilityState === 'visible') dirty(); });
 // Close explicitly on reload or navigation so the daemon frees this tab's slot at once.
 window.addEventListener('pagehide', () => { clearTimeout(retryTimer); gen++; dropSocket(1001); });
+// Back from the back/forward cache: the socket was closed on the way out, so open a new one.
+window.addEventListener('pageshow', (e) => { if (e.persisted) connect(); });
 
 // ---- messages ----------------------------------------------------------------------------------
 
@@ -144,6 +147,9 @@ function handle(m) {
   if (topic === 'system') {
     if (m.type === 'history') {
       if (m.host) S.host = m.host;
+      // A history that ends before what we have means the daemon restarted (seq starts at 1).
+      const last = m.data.length ? m.data[m.data.length - 1].seq : 0;
+      if (m.host && last < S.lastSeq) resetSeries();
       for (const item of m.data) addSample(item.seq, item.ts, item.data);
     } else if (m.type === 'data') {
       addSample(m.seq, m.ts, m.data);
@@ -151,8 +157,16 @@ function handle(m) {
   } else if (topic === 'processes' && m.type === 'data') {
     S.procs = m.data.processes || [];
   } else if (topic.startsWith('logs/')) {
-    if (m.type === 'history') for (const item of m.data) addLog(topic, item.data.line, '');
-    else if (m.type === 'data') addLog(topic, m.data.line, '');
+    if (m.type === 'history') {
+      const log = S.logs.get(topic);
+      const last = m.data.length ? m.data[m.data.length - 1].seq : 0;
+      if (log && last < log.seq) {
+        // The source's hub was restarted (numbering starts again): mark the break.
+        addLog(topic, '— log source restarted —', 'marker');
+        log.seq = 0;
+      }
+      for (const item of m.data) addLog(topic, item.data.line, '', item.seq);
+    } else if (m.type === 'data') addLog(topic, m.data.line, '', m.seq);
     else if (m.type === 'missed') addLog(topic, `— ${m.lines} line(s) missed —`, 'marker');
     else if (m.type === 'error') addLog(topic, `— ${m.error} —`, 'error');
   }
@@ -179,11 +193,18 @@ function addSample(seq, ts, d) {
   S.disk.push(root && root.total ? 100 * (root.total - root.available) / root.total : NaN);
 }
 
-function pushNaN() { for (const r of [S.cpu, S.mem, S.swap, S.temp, S.rx, S.tx, S.disk]) r.push(NaN); }
+const SERIES = () => [S.cpu, S.mem, S.swap, S.temp, S.rx, S.tx, S.disk];
+function pushNaN() { for (const r of SERIES()) r.push(NaN); }
+function resetSeries() { S.lastSeq = 0; for (const r of SERIES()) r.a.fill(NaN); }
 
-function addLog(topic, text, cls) {
+/** Appends a log line; numbered lines already shown (a resubscribe's history) are skipped. */
+function addLog(topic, text, cls, seq) {
   let log = S.logs.get(topic);
-  if (!log) { log = { lines: [] }; S.logs.set(topic, log); }
+  if (!log) { log = { lines: [], seq: 0 }; S.logs.set(topic, log); }
+  if (seq) {
+    if (seq <= log.seq) return;
+    log.seq = seq;
+  }
   log.lines.push({ t: text, cls });
   if (log.lines.length > LOG_KEEP) {
     const extra = log.lines.length - LOG_KEEP;

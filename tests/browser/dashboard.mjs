@@ -173,12 +173,17 @@ test('stopping the daemon shows reconnecting; a restart resumes live data withou
     const page = await openPage(context, d);
     await waitFor('live', async () => (await text(page, '#conn')) === 'live');
     await page.evaluate(() => { window.__marker = 'same page'; });
+    // Let the first daemon number a few samples: the new one starts again at 1, and the page must
+    // not take its frames for old ones.
+    await waitFor('some samples', () => page.evaluate(() => S.lastSeq >= 4), 10000);
     await stopDaemon(d);
     await waitFor('reconnecting', async () => (await text(page, '#conn')).startsWith('reconnecting'));
     d = await startDaemon([], port);
     await waitFor('live again', async () => (await text(page, '#conn')) === 'live', 20000);
     assert.equal(await page.evaluate(() => window.__marker), 'same page', 'the page was reloaded');
     await waitFor('fresh data', async () => /^data [01] s old$/.test(await text(page, '#age')), 5000);
+    const seq = await page.evaluate(() => S.lastSeq);
+    assert.ok(seq < 4, `still on the old daemon's numbering (seq ${seq})`);
   } finally {
     await context.close();
     await stopDaemon(d);
@@ -242,6 +247,9 @@ test('a hidden tab unsubscribes from processes and logs, and resubscribes when v
       (await subs('processes')) === 0 && (await subs('logs/demo')) === 0 && (await subs('system')) === 1);
     await setVisibility('visible');
     await waitFor('resubscribed', async () => (await subs('processes')) === 1 && (await subs('logs/demo')) === 1);
+    // The resubscribe's backlog overlaps what the page has: no line twice.
+    await page.waitForTimeout(500);
+    assert.equal((await text(page, '#log')).split('\n').filter((l) => l === 'x').length, 1);
   } finally {
     await context.close();
     await stopDaemon(d);
