@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::auth::Secret;
 use std::time::Duration;
 
 use argh::FromArgs;
@@ -84,8 +86,8 @@ pub struct Config {
     pub logs: Vec<(String, PathBuf)>,
     /// Journal units exposed as `logs/NAME`.
     pub journals: Vec<(String, String)>,
-    /// Token file, if the token is required.
-    pub token_file: Option<PathBuf>,
+    /// The access token, if one is required (read from `--token-file` at start).
+    pub token: Option<Secret>,
     /// Extra browser origins allowed to open WebSockets.
     pub allow_origins: Vec<String>,
     /// Log verbosity.
@@ -235,14 +237,9 @@ impl Config {
             history,
             logs,
             journals,
-            token_file: match &f.token_file {
-                // Accepting the flag while not enforcing it would leave a user believing the
-                // daemon is protected: refuse until the token check exists.
-                Some(_) => {
-                    return Err(bad(
-                        "--token-file",
-                        "tokens are not supported by this version yet; remove the flag",
-                    ));
+            token: match &f.token_file {
+                Some(p) => {
+                    Some(Secret::from_file(Path::new(p)).map_err(|m| bad("--token-file", m))?)
                 }
                 None => None,
             },

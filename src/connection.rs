@@ -15,7 +15,6 @@ use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use serde::Deserialize;
 use smol::Timer;
 use smol::future::FutureExt;
 use smol::net::TcpStream;
@@ -23,6 +22,7 @@ use smol::stream::StreamExt;
 
 use crate::hub::{Frame, Subscription};
 use crate::limits::ConnSlot;
+use crate::protocol::{self, Command};
 use crate::server::App;
 
 /// Largest client message: commands are small.
@@ -325,33 +325,18 @@ impl Session {
 
     /// Handles one client command; returns the frames to send back.
     fn command(&mut self, text: &str) -> Result<Action, (End, String)> {
-        #[derive(Deserialize)]
-        struct Command {
-            op: String,
-            topic: Option<String>,
-        }
-        let cmd: Command = match serde_json::from_str(text) {
-            Ok(c) => c,
-            Err(e) => {
-                return self
-                    .invalid(&format!("invalid JSON command: {e}"), None)
-                    .map(Action::Reply);
-            }
-        };
-        match (cmd.op.as_str(), cmd.topic) {
-            ("subscribe" | "unsubscribe", None) => {
-                self.invalid("missing topic", None).map(Action::Reply)
-            }
-            ("subscribe", Some(topic)) => Ok(Action::Subscribe(topic)),
-            ("unsubscribe", Some(topic)) => {
+        match protocol::parse(text) {
+            Err(e) => self.invalid(&e, None).map(Action::Reply),
+            Ok(Command::Subscribe(topic)) => Ok(Action::Subscribe(topic)),
+            Ok(Command::Unsubscribe(topic)) => {
                 self.invalid_in_a_row = 0;
                 self.subs.retain(|s| s.topic != topic);
                 Ok(Action::Reply(vec![reply("unsubscribed", &topic)]))
             }
-            ("panic", _) if self.app.config.test_hooks.is_some() => {
+            Ok(Command::Other(op)) if op == "panic" && self.app.config.test_hooks.is_some() => {
                 panic!("test hook: injected panic in a connection handler")
             }
-            (op, _) => self
+            Ok(Command::Other(op)) => self
                 .invalid(
                     &format!("unknown op '{op}' (expected subscribe or unsubscribe)"),
                     None,

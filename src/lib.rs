@@ -21,6 +21,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod collect;
 pub mod config;
 pub mod connection;
@@ -29,6 +30,7 @@ pub mod hub;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod protocol;
 pub mod routes;
 pub mod sampler;
 pub mod server;

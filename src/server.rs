@@ -15,6 +15,7 @@ use smol::future::FutureExt;
 use smol::net::TcpStream;
 use smol::{Async, Executor, Timer};
 
+use crate::auth;
 use crate::config::Config;
 use crate::connection::{self, panic_message};
 use crate::http::{self, HeadError, Request, Response};
@@ -309,7 +310,11 @@ async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr, drai
         // The buffer grew for this head at most; give the memory back while the connection idles.
         buf.shrink_to(1024);
         let keep_alive = req.keep_alive() && !req.has_body;
-        match routes::route(&app, &req, peer.ip()) {
+        let routed = match check_token(&app, &req) {
+            Some(answer) => Routed::Response(answer),
+            None => routes::route(&app, &req, peer.ip()),
+        };
+        match routed {
             Routed::Response(r) => {
                 let bytes = r.to_bytes(keep_alive);
                 if http::write_all(&mut stream, &bytes, write_timeout)
@@ -329,6 +334,34 @@ async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr, drai
     // The peer may be gone already.
     let _ = stream.shutdown(std::net::Shutdown::Both);
     crate::trim::note_release();
+}
+
+/// SECURITY: with `--token-file`, every route but `/healthz` needs the token. Returns the answer
+/// that replaces the route's (401, or the redirect that turns `?token=` into a cookie), or `None`
+/// to serve the route.
+fn check_token(app: &App, req: &Request) -> Option<Response> {
+    let secret = app.config.token.as_ref()?;
+    if req.path == "/healthz" {
+        return None;
+    }
+    match auth::presented(secret, req) {
+        auth::Presented::Header(true) => None,
+        // The page was opened as /?token=...: keep the token in an HttpOnly cookie and load the
+        // page again without it, so it stays out of the address bar and history.
+        auth::Presented::Query if req.path == "/" => Some(
+            Response::json(303, "{}".into())
+                .with("Location", "/")
+                .with("Set-Cookie", secret.cookie()),
+        ),
+        auth::Presented::Query => None,
+        _ => Some(
+            Response::error(
+                401,
+                "this daemon needs its token: send Authorization: Bearer <token>, or open /?token=<token> once in the browser",
+            )
+            .with("WWW-Authenticate", "Bearer realm=\"edgemon\""),
+        ),
+    }
 }
 
 /// Checks a WebSocket upgrade, admits it, answers 101, and starts the connection task.

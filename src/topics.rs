@@ -176,7 +176,13 @@ impl Catalog for Topics {
         match topic {
             // Registered now, not on the producer's first poll, so no sample falls between the
             // subscriber's history and its first live frame.
-            SYSTEM => Some(Box::pin(system(self.sampler.listen(), hub, running))),
+            SYSTEM => Some(Box::pin(system(
+                SystemFeed {
+                    samples: self.sampler.listen(),
+                    _running: running,
+                },
+                hub,
+            ))),
             PROCESSES => Some(Box::pin(processes(self.scans.clone(), hub, running))),
             SERVER => Some(Box::pin(server(self.app.get()?.clone(), hub, running))),
             t if self.logs.contains_key(t) => {
@@ -259,9 +265,16 @@ impl Drop for Running {
     }
 }
 
+/// The `system` producer's inbox and its running guard. Fields drop in this order: the sampler
+/// sees its listener gone before the producer count (and its change notification) says so.
+struct SystemFeed {
+    samples: Receiver<Arc<Sample>>,
+    _running: Running,
+}
+
 /// Publishes every sample the sampler thread takes while the `system` hub lives.
-async fn system(samples: Receiver<Arc<Sample>>, hub: Weak<Hub>, _running: Running) {
-    while let Ok(s) = samples.recv().await {
+async fn system(feed: SystemFeed, hub: Weak<Hub>) {
+    while let Ok(s) = feed.samples.recv().await {
         let Some(hub) = hub.upgrade() else { return };
         hub.publish(s.seq, data_frame(SYSTEM, s.seq, s.ts, &s.data));
     }

@@ -66,6 +66,47 @@ fn help_lists_every_contract_flag_and_exits_0() {
 }
 
 #[test]
+fn a_world_readable_token_file_refuses_to_start_and_the_token_is_never_logged() {
+    use std::os::unix::fs::PermissionsExt;
+    let token = "Zx81-never-log-me-Qw93";
+    let path = std::env::temp_dir().join(format!("edgemon-bin-token-{}", std::process::id()));
+    std::fs::write(&path, token).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["--token-file", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--token-file") && err.contains("readable by every user"),
+        "{err}"
+    );
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut d = Daemon::start(&[
+        "--token-file",
+        path.to_str().unwrap(),
+        "--log-level",
+        "trace",
+    ]);
+    assert_eq!(get(d.addr, "/api/topics").status, 401);
+    assert_eq!(get(d.addr, &format!("/?token={token}")).status, 303);
+    within(10, async {
+        let refused = refused(d.addr, &format!("/ws/system?token=wrong{token}")).await;
+        assert_eq!(refused.status(), 401);
+        let mut ws = ws(d.addr, &format!("/ws/system?token={token}")).await;
+        next_json(&mut ws).await;
+    });
+    d.wait_line(WAIT, |l| l.contains("ws open"));
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(6)).expect("stops");
+    assert!(
+        !d.log.iter().any(|l| l.contains(token)),
+        "the token was logged:\n{}",
+        d.log.join("\n")
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn address_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

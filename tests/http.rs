@@ -257,3 +257,63 @@ fn admission_tells_a_client_how_many_of_its_slots_are_used() {
     assert_eq!(a["total"]["used"], 2);
     assert_eq!(a["total"]["limit"], 256);
 }
+
+#[test]
+fn slowloris_connections_neither_block_a_good_client_nor_outlive_the_head_timeout() {
+    let mut c = config();
+    c.head_timeout = Duration::from_secs(2);
+    let srv = start(c);
+    let head =
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(srv.addr).unwrap();
+            s.write_all(&head[..1]).unwrap();
+            s
+        })
+        .collect();
+    // One more header byte per second on every connection, for at most 5 s.
+    let feeder = {
+        let mut conns: Vec<TcpStream> = slow.iter().map(|s| s.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            for i in 1..=5 {
+                std::thread::sleep(Duration::from_secs(1));
+                for s in &mut conns {
+                    // Closed by the daemon by now, some of them: that is the point.
+                    let _ = s.write_all(&head[i..i + 1]);
+                }
+            }
+        })
+    };
+    // A good client is served meanwhile.
+    let t0 = Instant::now();
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+    within(10, async {
+        let mut ws = ws(srv.addr, "/ws/system").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    });
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the good client waited {:?}",
+        t0.elapsed()
+    );
+    // Every slow connection is closed by the daemon at the head timeout, without an answer.
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!(
+                "answered a slow head: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "slow heads lived {:?}",
+        t0.elapsed()
+    );
+    feeder.join().unwrap();
+}

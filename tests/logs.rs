@@ -253,3 +253,45 @@ fn the_file_is_open_only_while_someone_subscribes() {
     ));
     assert_eq!(open(), 0, "the file stays open after the hub is gone");
 }
+
+#[test]
+fn a_connection_holds_at_most_32_subscriptions() {
+    let d = temp("many");
+    let p = d.0.join("x.log");
+    append(&p, "x\n");
+    let srv = start(Config {
+        logs: (0..40).map(|i| (format!("l{i}"), p.clone())).collect(),
+        ..config()
+    });
+    within(30, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        for i in 0..32 {
+            send(
+                &mut ws,
+                &format!(r#"{{"op":"subscribe","topic":"logs/l{i}"}}"#),
+            )
+            .await;
+            assert_eq!(
+                next_of_type(&mut ws, "subscribed").await["topic"],
+                format!("logs/l{i}")
+            );
+        }
+        send(&mut ws, r#"{"op":"subscribe","topic":"logs/l32"}"#).await;
+        let e = next_of_type(&mut ws, "error").await;
+        assert!(
+            e["error"]
+                .as_str()
+                .unwrap()
+                .contains("too many subscriptions"),
+            "{e}"
+        );
+        // Still open: dropping one makes room.
+        send(&mut ws, r#"{"op":"unsubscribe","topic":"logs/l0"}"#).await;
+        next_of_type(&mut ws, "unsubscribed").await;
+        send(&mut ws, r#"{"op":"subscribe","topic":"logs/l32"}"#).await;
+        assert_eq!(
+            next_of_type(&mut ws, "subscribed").await["topic"],
+            "logs/l32"
+        );
+    });
+}

@@ -257,6 +257,68 @@ test('a hidden tab unsubscribes from processes and logs, and resubscribes when v
   }
 });
 
+test('a page on another origin cannot open a WebSocket unless allowed', async () => {
+  const http = await import('node:http');
+  let daemonUrl = '';
+  const other = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end(`<!doctype html><script>
+      const ws = new WebSocket(${JSON.stringify(daemonUrl.replace('http', 'ws') + '/ws')});
+      window.result = 'pending';
+      ws.onopen = () => { window.result = 'open'; };
+      ws.onclose = () => { if (window.result === 'pending') window.result = 'refused'; };
+    </script>`);
+  });
+  await new Promise((r) => other.listen(0, '127.0.0.1', r));
+  const otherOrigin = `http://127.0.0.1:${other.address().port}`;
+  const context = await browser.newContext();
+  try {
+    for (const [args, expected] of [[[], 'refused'], [['--allow-origin', otherOrigin], 'open']]) {
+      const d = await startDaemon(args);
+      daemonUrl = d.url;
+      try {
+        const page = await context.newPage();
+        await page.goto(otherOrigin + '/');
+        await waitFor(`the cross-origin socket (${expected})`, () =>
+          page.evaluate(() => window.result !== 'pending' && window.result));
+        assert.equal(await page.evaluate(() => window.result), expected);
+        if (expected === 'refused') {
+          assert.equal((await stats(d)).active_connections, 0);
+          assert.ok(d.log.some((l) => l.includes('refused origin ' + otherOrigin)), d.log.join('\n'));
+        }
+        await page.close();
+      } finally {
+        await stopDaemon(d);
+      }
+    }
+  } finally {
+    await context.close();
+    other.close();
+  }
+});
+
+test('with a token, /?token= logs the browser in and the dashboard goes live', async () => {
+  const token = 'browser-token-0123456789abcdef';
+  const file = path.join(os.tmpdir(), `edgemon-browser-token-${process.pid}`);
+  fs.writeFileSync(file, token + '\n', { mode: 0o600 });
+  const d = await startDaemon(['--token-file', file]);
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    const first = await page.goto(d.url + '/');
+    assert.equal(first.status(), 401);
+    await page.goto(`${d.url}/?token=${token}`);
+    assert.equal(new URL(page.url()).search, '', 'the token stays in the address bar');
+    await waitFor('live with the cookie', async () => (await text(page, '#conn')) === 'live');
+    const cookies = await context.cookies();
+    assert.ok(cookies.some((c) => c.name === 'edgemon_token' && c.httpOnly && c.sameSite === 'Strict'));
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+    fs.rmSync(file, { force: true });
+  }
+});
+
 let failed = 0;
 for (const t of tests) {
   const t0 = Date.now();

@@ -1,0 +1,10 @@
+//! The client command parser must never panic on any text.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = edgemon::protocol::parse(text);
+    }
+});
