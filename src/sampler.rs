@@ -98,6 +98,11 @@ impl Sampler {
         lock(&self.shared.ring).back().cloned()
     }
 
+    /// How many samples the ring keeps (`--history` in seconds, at least one).
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
     /// The kept samples, oldest first.
     pub fn history(&self) -> Vec<Arc<Sample>> {
         lock(&self.shared.ring).iter().cloned().collect()

@@ -102,6 +102,7 @@ impl Topics {
             *cache = Some(system_history(
                 &self.sampler.history(),
                 self.sampler.host_json(),
+                self.sampler.capacity(),
             ));
         }
         cache.clone().expect("filled above")
@@ -386,9 +387,15 @@ pub fn history_frames(topic: &str, extra: &str, items: &[(u64, u64, &str)]) -> B
 }
 
 /// The `system` history: the sampler's ring, with `host` in the first frame.
-pub fn system_history(samples: &[Arc<Sample>], host: &str) -> Backfill {
+/// `capacity` (the `--history` length in samples) goes in as `history_seconds`, so a client can
+/// size its graphs.
+pub fn system_history(samples: &[Arc<Sample>], host: &str, capacity: usize) -> Backfill {
     let items: Vec<(u64, u64, &str)> = samples.iter().map(|s| (s.seq, s.ts, &*s.data)).collect();
-    history_frames(SYSTEM, &format!("\"host\":{host},"), &items)
+    history_frames(
+        SYSTEM,
+        &format!("\"host\":{host},\"history_seconds\":{capacity},"),
+        &items,
+    )
 }
 
 #[cfg(test)]
@@ -417,7 +424,7 @@ mod tests {
     #[test]
     fn history_is_split_into_bounded_frames_in_order() {
         let samples: Vec<_> = (1..=300).map(|i| sample(i, 250)).collect();
-        let b = system_history(&samples, "{\"hostname\":\"pi\"}");
+        let b = system_history(&samples, "{\"hostname\":\"pi\"}", 300);
         assert!(b.frames.len() > 1);
         assert_eq!(b.covers_seq, 300);
         let mut seqs = Vec::new();
@@ -437,11 +444,11 @@ mod tests {
 
     #[test]
     fn empty_history_is_one_empty_frame() {
-        let b = system_history(&[], "{}");
+        let b = system_history(&[], "{}", 300);
         assert_eq!(b.frames.len(), 1);
         assert_eq!(
             &*b.frames[0],
-            "{\"type\":\"history\",\"topic\":\"system\",\"host\":{},\"data\":[]}"
+            "{\"type\":\"history\",\"topic\":\"system\",\"host\":{},\"history_seconds\":300,\"data\":[]}"
         );
         assert_eq!(b.covers_seq, 0);
     }
@@ -449,7 +456,7 @@ mod tests {
     #[test]
     fn oversized_sample_still_goes_out_alone() {
         let samples = vec![sample(1, 10), sample(2, MAX_HISTORY_FRAME), sample(3, 10)];
-        let b = system_history(&samples, "{}");
+        let b = system_history(&samples, "{}", 300);
         assert_eq!(b.frames.len(), 3);
     }
 }

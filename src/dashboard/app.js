@@ -2,7 +2,8 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const POINTS = 300;          // graph width in samples (seconds); the history fills it at once
+let POINTS = 300;            // graph width in samples: --history, from the history frame
+const MAX_POINTS = 3600;     // a day of history would cost a phone megabytes: show the last hour
 const LOG_KEEP = 2000;       // lines kept per log source
 const LOG_SHOW = 500;        // lines rendered
 const BACKOFF_MIN = 500, BACKOFF_MAX = 10000;
@@ -150,6 +151,7 @@ function handle(m) {
       // A history that ends before what we have means the daemon restarted (seq starts at 1).
       const last = m.data.length ? m.data[m.data.length - 1].seq : 0;
       if (m.host && last < S.lastSeq) resetSeries();
+      if (m.history_seconds) resizeSeries(Math.max(60, Math.min(MAX_POINTS, m.history_seconds)));
       for (const item of m.data) addSample(item.seq, item.ts, item.data);
     } else if (m.type === 'data') {
       addSample(m.seq, m.ts, m.data);
@@ -196,6 +198,13 @@ function addSample(seq, ts, d) {
 const SERIES = () => [S.cpu, S.mem, S.swap, S.temp, S.rx, S.tx, S.disk];
 function pushNaN() { for (const r of SERIES()) r.push(NaN); }
 function resetSeries() { S.lastSeq = 0; for (const r of SERIES()) r.a.fill(NaN); }
+/** Gives every graph `n` points (the daemon's --history); the history that follows refills them. */
+function resizeSeries(n) {
+  if (n === POINTS) return;
+  POINTS = n;
+  for (const k of ['cpu', 'mem', 'swap', 'temp', 'rx', 'tx', 'disk']) S[k] = new Ring(n);
+  S.lastSeq = 0;
+}
 
 /** Appends a log line; numbered lines already shown (a resubscribe's history) are skipped. */
 function addLog(topic, text, cls, seq) {

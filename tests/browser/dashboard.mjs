@@ -193,11 +193,12 @@ test('stopping the daemon shows reconnecting; a restart resumes live data withou
 test('a line appended to a log file shows in the log viewer within 2 s', async () => {
   const file = path.join(os.tmpdir(), `edgemon-browser-${process.pid}.log`);
   fs.writeFileSync(file, 'first line\n');
-  const d = await startDaemon(['--log', `demo=${file}`]);
+  const d = await startDaemon(['--log', `demo=${file}`, '--history', '120']);
   const context = await browser.newContext();
   try {
     const page = await openPage(context, d);
     await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('graphs sized to --history', () => page.evaluate(() => POINTS === 120 && S.cpu.length === 120));
     await waitFor('the source listed', async () => (await page.locator('#log-source option[value="logs/demo"]').count()) === 1);
     await page.selectOption('#log-source', 'logs/demo');
     await waitFor('the backlog', async () => (await text(page, '#log')).includes('first line'));
