@@ -30,6 +30,7 @@ pub mod hub;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod routes;
 pub mod sampler;

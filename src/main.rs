@@ -2,7 +2,11 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use edgemon::notify::{Notifier, watchdog_interval};
 use edgemon::{Config, Flags, Server};
+use smol::future::FutureExt;
 use smol::stream::StreamExt;
 
 fn main() -> ExitCode {
@@ -66,10 +70,36 @@ fn main() -> ExitCode {
         ),
         Err(e) => log::warn!("listening, but the address is unknown: {e}"),
     }
+    // Under systemd (Type=notify): ready now that we listen; watchdog pings from the executor.
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(n) = &notifier {
+        n.send("READY=1\nSTATUS=serving");
+    }
+    let watchdog = {
+        let notifier = notifier.clone();
+        async move {
+            match (notifier, watchdog_interval()) {
+                (Some(n), Some(every)) => {
+                    let mut ticks = smol::Timer::interval(every);
+                    while ticks.next().await.is_some() {
+                        n.send("WATCHDOG=1");
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        }
+    };
     server.run(async move {
         let mut signals = signals;
-        if let Some(Ok(sig)) = signals.next().await {
-            log::info!("received {sig:?}");
+        let signal = async {
+            if let Some(Ok(sig)) = signals.next().await {
+                log::info!("received {sig:?}");
+            }
+        };
+        // The watchdog never ends; the signal does, and stops the server.
+        signal.or(watchdog).await;
+        if let Some(n) = &notifier {
+            n.send("STOPPING=1");
         }
     });
     log::info!("stopped");

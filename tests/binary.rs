@@ -107,6 +107,51 @@ fn a_world_readable_token_file_refuses_to_start_and_the_token_is_never_logged() 
 }
 
 #[test]
+fn under_systemd_it_notifies_ready_pings_the_watchdog_and_says_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let path = std::env::temp_dir().join(format!("edgemon-notify-bin-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut d = Daemon::start_with_env(
+        &[],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let ready = recv();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    // Ready means listening: it answers at once.
+    assert_eq!(get(d.addr, "/healthz").status, 200);
+    for _ in 0..3 {
+        assert_eq!(recv(), "WATCHDOG=1");
+    }
+    d.signal("TERM");
+    let mut last = recv();
+    while last == "WATCHDOG=1" {
+        last = recv();
+    }
+    assert_eq!(last, "STOPPING=1");
+    assert_eq!(d.wait_exit(Duration::from_secs(6)).unwrap().code(), Some(0));
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn without_systemd_nothing_is_sent_and_nothing_breaks() {
+    let mut d = Daemon::start_with_env(&[], &[("WATCHDOG_USEC", "200000")]);
+    assert_eq!(get(d.addr, "/healthz").status, 200);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(6)).unwrap().code(), Some(0));
+}
+
+#[test]
 fn address_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
