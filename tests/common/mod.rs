@@ -276,13 +276,14 @@ impl Daemon {
         let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
             .unwrap()
             .filter_map(Result::ok)
-            .map(|e| {
-                let target = std::fs::read_link(e.path()).unwrap_or_default();
-                format!(
+            // A descriptor closed between listing and reading its link was momentary: skip it.
+            .filter_map(|e| {
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some(format!(
                     "{} -> {}",
                     e.file_name().to_string_lossy(),
                     target.display()
-                )
+                ))
             })
             .filter(|l| !l.contains(" -> /sys/") && !l.contains(" -> /proc/"))
             .collect();

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Packaging checks (run by .ci/run as root): build the .deb, inspect it, lint it, verify and rate the
+# systemd unit, install it, run the installed binary, keep the conffile across a reinstall, purge it;
+# then the arm64 package, its binary answering /healthz under qemu. Bounded in time throughout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok   $*"; }
+
+# Runs BINARY... on 127.0.0.1:0 and echoes the address it reports; the caller kills it.
+serve() {
+  local log; log=$(mktemp)
+  "$@" --listen 127.0.0.1:0 2>"$log" &
+  local pid=$!
+  for _ in $(seq 1 100); do
+    addr=$(grep -o 'listening on http://[0-9.:]*' "$log" | sed 's|.*http://||' || true)
+    [ -n "$addr" ] && { echo "$pid $addr"; return; }
+    sleep 0.1
+  done
+  kill "$pid" 2>/dev/null || true
+  fail "$* did not start: $(cat "$log")"
+}
+
+# SIGTERM, then waits (at most 6 s) for the process to go.
+stop() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 60); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  fail "pid $1 did not stop on SIGTERM"
+}
+
+# --- amd64 package ------------------------------------------------------------------------------
+deb=$(cargo deb --locked 2>/dev/null | tail -n 1)
+[ -f "$deb" ] || fail "cargo deb produced no package"
+ok "cargo deb: $deb"
+
+contents=$(dpkg-deb -c "$deb")
+for path in ./usr/bin/edgemon ./usr/lib/systemd/system/edgemon.service ./etc/default/edgemon \
+            ./usr/share/doc/edgemon/README.md ./usr/share/doc/edgemon/copyright \
+            ./usr/share/doc/edgemon/changelog.Debian.gz; do
+  grep -q " $path\$" <<<"$contents" || fail "$path missing from the package"
+done
+ok "dpkg-deb -c: binary, unit, conffile, README, copyright, changelog"
+
+info=$(dpkg-deb -I "$deb")
+grep -q '^ Depends: libc6' <<<"$info" || fail "Depends lacks libc6: $info"
+[ "$(dpkg-deb -f "$deb" Architecture)" = amd64 ] || fail "architecture"
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/default/edgemon || fail "conffile not declared"
+for script in postinst prerm postrm; do
+  dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -qx "./$script" || fail "no $script"
+done
+ok "dpkg-deb -I: Depends libc6, conffile /etc/default/edgemon, maintainer scripts"
+
+if lintian --fail-on error "$deb" 2>&1 | grep -v 'root privileges' | tee /tmp/lintian.out | grep -q '^E:'; then
+  fail "lintian errors: $(cat /tmp/lintian.out)"
+fi
+ok "lintian: no errors ($(grep -c '^W:' /tmp/lintian.out || true) warnings)"
+
+dpkg -i "$deb" >/dev/null
+unit=/usr/lib/systemd/system/edgemon.service
+for f in /usr/bin/edgemon /etc/default/edgemon "$unit"; do [ -e "$f" ] || fail "$f not installed"; done
+ok "dpkg -i: files in place"
+
+systemd-analyze verify "$unit" || fail "systemd-analyze verify"
+ok "systemd-analyze verify"
+rating=$(systemd-analyze security --offline=yes "$unit" 2>&1 | grep 'Overall exposure')
+echo "     $rating"
+grep -Eq ' (SAFE|OK) ' <<<"$rating" || fail "security rating not OK or better: $rating"
+ok "systemd-analyze security: OK or better"
+
+read -r pid addr < <(serve /usr/bin/edgemon)
+[ "$(curl -s -m 5 "http://$addr/healthz")" = ok ] || { kill "$pid"; fail "installed binary does not serve /healthz"; }
+stop "$pid"
+ok "installed /usr/bin/edgemon serves /healthz"
+
+echo '# kept across upgrades' >> /etc/default/edgemon
+DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$deb" >/dev/null
+grep -q 'kept across upgrades' /etc/default/edgemon || fail "conffile change lost on reinstall"
+ok "conffile kept across a reinstall"
+
+dpkg --purge edgemon >/dev/null
+for f in /usr/bin/edgemon /etc/default/edgemon "$unit"; do [ ! -e "$f" ] || fail "$f left after purge"; done
+ok "dpkg --purge removes everything"
+
+# --- arm64 package, binary under qemu -------------------------------------------------------------
+if ! rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
+  echo "SKIPPED arm64: rustup target add aarch64-unknown-linux-gnu failed"; exit 0
+fi
+for tool in aarch64-linux-gnu-gcc qemu-aarch64-static; do
+  command -v "$tool" >/dev/null || { echo "SKIPPED arm64: $tool not installed"; exit 0; }
+done
+cargo deb --locked --target aarch64-unknown-linux-gnu >/dev/null 2>&1 || fail "cargo deb --target aarch64 failed"
+arm_deb=$(ls target/aarch64-unknown-linux-gnu/debian/edgemon_*_arm64.deb)
+[ "$(dpkg-deb -f "$arm_deb" Architecture)" = arm64 ] || fail "arm64 architecture"
+file target/aarch64-unknown-linux-gnu/release/edgemon | grep -q 'ARM aarch64' || fail "not an aarch64 binary"
+ok "cargo deb --target aarch64-unknown-linux-gnu: $arm_deb"
+read -r pid addr < <(serve qemu-aarch64-static -L /usr/aarch64-linux-gnu target/aarch64-unknown-linux-gnu/release/edgemon)
+[ "$(curl -s -m 10 "http://$addr/healthz")" = ok ] || { kill "$pid"; fail "arm64 binary does not serve /healthz"; }
+stop "$pid"
+ok "arm64 binary under qemu-aarch64-static serves /healthz"
