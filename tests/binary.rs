@@ -190,7 +190,7 @@ fn hundred_clients_killed_leave_no_connection_hub_or_descriptor_behind() {
     });
     d.wait_line(WAIT, |l| l.contains("remaining=0"));
     d.wait_line(WAIT, |l| l.contains("hub system removed"));
-    let baseline = d.fds();
+    let baseline = d.settled_fds();
 
     within(60, async {
         let mut clients = Vec::new();

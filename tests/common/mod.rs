@@ -291,6 +291,23 @@ impl Daemon {
         v
     }
 
+    /// The descriptors once they have stayed the same for 500 ms (at most 10 s): sockets of
+    /// connections that just ended close a moment after their last log line.
+    pub fn settled_fds(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = self.fds();
+        let mut since = Instant::now();
+        while Instant::now() < deadline && since.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.fds();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+        }
+        last
+    }
+
     /// Sends a signal with kill(1).
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
