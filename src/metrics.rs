@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::collect::disk::Disk;
 use crate::server::App;
 
 /// Exposition text for a scrape.
@@ -48,6 +49,19 @@ impl Metrics {
         self.family(name, kind, help);
         self.sample(name, &[], value);
     }
+
+    /// A family whose samples differ in one label, `key`.
+    fn by_label<L: AsRef<str>>(
+        &mut self,
+        (name, kind, help): (&str, &str, &str),
+        key: &str,
+        samples: impl IntoIterator<Item = (L, f64)>,
+    ) {
+        self.family(name, kind, help);
+        for (label, value) in samples {
+            self.sample(name, &[(key, label.as_ref())], value);
+        }
+    }
 }
 
 /// Label values escape backslash, double quote and newline.
@@ -90,69 +104,57 @@ fn host(m: &mut Metrics, app: &App) {
     let Some(d) = app.sampler.latest_data() else {
         return;
     };
-    m.family(
+    let per_core = |v: &[f32]| -> Vec<(String, f64)> {
+        v.iter()
+            .enumerate()
+            .map(|(i, x)| (i.to_string(), f64::from(*x) / 100.0))
+            .collect()
+    };
+    let mut cpu = vec![("total".to_string(), f64::from(d.cpu.total) / 100.0)];
+    cpu.extend(per_core(&d.cpu.cores));
+    let usage = (
         "edgemon_cpu_usage_ratio",
         "gauge",
         "CPU busy time over the last second, 0-1.",
     );
-    m.sample(
-        "edgemon_cpu_usage_ratio",
-        &[("cpu", "total")],
-        f64::from(d.cpu.total) / 100.0,
-    );
-    for (i, c) in d.cpu.cores.iter().enumerate() {
-        m.sample(
-            "edgemon_cpu_usage_ratio",
-            &[("cpu", &i.to_string())],
-            f64::from(*c) / 100.0,
-        );
-    }
+    m.by_label(usage, "cpu", cpu);
     if let Some(freq) = &d.cpu.freq_mhz {
-        m.family(
+        let family = (
             "edgemon_cpu_frequency_hertz",
             "gauge",
             "Current CPU core frequency.",
         );
-        for (i, f) in freq.iter().enumerate() {
-            m.sample(
-                "edgemon_cpu_frequency_hertz",
-                &[("cpu", &i.to_string())],
-                *f as f64 * 1e6,
-            );
-        }
+        m.by_label(
+            family,
+            "cpu",
+            freq.iter()
+                .enumerate()
+                .map(|(i, f)| (i.to_string(), *f as f64 * 1e6)),
+        );
     }
     if let Some(l) = &d.load {
-        m.family("edgemon_load_average", "gauge", "System load average.");
-        m.sample("edgemon_load_average", &[("period", "1m")], l.one);
-        m.sample("edgemon_load_average", &[("period", "5m")], l.five);
-        m.sample("edgemon_load_average", &[("period", "15m")], l.fifteen);
+        let family = ("edgemon_load_average", "gauge", "System load average.");
+        m.by_label(
+            family,
+            "period",
+            [("1m", l.one), ("5m", l.five), ("15m", l.fifteen)],
+        );
     }
-    m.family("edgemon_memory_bytes", "gauge", "RAM by state.");
-    m.sample(
-        "edgemon_memory_bytes",
-        &[("state", "total")],
-        d.memory.total as f64,
+    let memory = &d.memory;
+    m.by_label(
+        ("edgemon_memory_bytes", "gauge", "RAM by state."),
+        "state",
+        [
+            ("total", memory.total),
+            ("used", memory.used),
+            ("available", memory.available),
+        ]
+        .map(|(k, v)| (k, v as f64)),
     );
-    m.sample(
-        "edgemon_memory_bytes",
-        &[("state", "used")],
-        d.memory.used as f64,
-    );
-    m.sample(
-        "edgemon_memory_bytes",
-        &[("state", "available")],
-        d.memory.available as f64,
-    );
-    m.family("edgemon_swap_bytes", "gauge", "Swap by state.");
-    m.sample(
-        "edgemon_swap_bytes",
-        &[("state", "total")],
-        d.swap.total as f64,
-    );
-    m.sample(
-        "edgemon_swap_bytes",
-        &[("state", "used")],
-        d.swap.used as f64,
+    m.by_label(
+        ("edgemon_swap_bytes", "gauge", "Swap by state."),
+        "state",
+        [("total", d.swap.total as f64), ("used", d.swap.used as f64)],
     );
     if let Some(up) = d.uptime {
         m.single(
@@ -163,23 +165,24 @@ fn host(m: &mut Metrics, app: &App) {
         );
     }
     if let Some(temps) = d.temperatures.as_ref().filter(|t| !t.is_empty()) {
-        m.family(
-            "edgemon_temperature_celsius",
-            "gauge",
-            "Temperature sensor reading.",
-        );
         let labels = unique(temps.iter().map(|t| t.label.as_str()));
-        for (t, label) in temps.iter().zip(&labels) {
-            m.sample(
+        m.by_label(
+            (
                 "edgemon_temperature_celsius",
-                &[("sensor", label)],
-                f64::from(t.celsius),
-            );
-        }
+                "gauge",
+                "Temperature sensor reading.",
+            ),
+            "sensor",
+            labels
+                .iter()
+                .zip(temps)
+                .map(|(l, t)| (l, f64::from(t.celsius))),
+        );
     }
     if let Some(pi) = &d.pi {
+        let name = "edgemon_pi_throttle";
         m.family(
-            "edgemon_pi_throttle",
+            name,
             "gauge",
             "Raspberry Pi firmware throttle flags (1 = set), now and since boot.",
         );
@@ -190,12 +193,12 @@ fn host(m: &mut Metrics, app: &App) {
             ("soft_temp_limit", pi.soft_temp_limit),
         ] {
             m.sample(
-                "edgemon_pi_throttle",
+                name,
                 &[("flag", flag), ("when", "now")],
                 f64::from(u8::from(f.now)),
             );
             m.sample(
-                "edgemon_pi_throttle",
+                name,
                 &[("flag", flag), ("when", "since_boot")],
                 f64::from(u8::from(f.since_boot)),
             );
@@ -210,113 +213,105 @@ fn host(m: &mut Metrics, app: &App) {
         }
     }
     if let Some(nets) = &d.network {
-        m.family(
-            "edgemon_network_receive_bytes_total",
-            "counter",
-            "Bytes received per interface.",
-        );
-        for n in nets {
-            m.sample(
+        m.by_label(
+            (
                 "edgemon_network_receive_bytes_total",
-                &[("interface", &n.name)],
-                n.rx_total as f64,
-            );
-        }
-        m.family(
-            "edgemon_network_transmit_bytes_total",
-            "counter",
-            "Bytes sent per interface.",
+                "counter",
+                "Bytes received per interface.",
+            ),
+            "interface",
+            nets.iter().map(|n| (&n.name, n.rx_total as f64)),
         );
-        for n in nets {
-            m.sample(
+        m.by_label(
+            (
                 "edgemon_network_transmit_bytes_total",
-                &[("interface", &n.name)],
-                n.tx_total as f64,
-            );
-        }
+                "counter",
+                "Bytes sent per interface.",
+            ),
+            "interface",
+            nets.iter().map(|n| (&n.name, n.tx_total as f64)),
+        );
     }
     if let Some(disks) = &d.disks {
-        m.family("edgemon_disk_size_bytes", "gauge", "Filesystem size.");
-        for x in disks {
-            m.sample(
+        for (name, help, value) in [
+            (
                 "edgemon_disk_size_bytes",
-                &[("mount", &x.mount), ("fstype", &x.fs)],
-                x.total as f64,
-            );
-        }
-        m.family(
-            "edgemon_disk_available_bytes",
-            "gauge",
-            "Filesystem space available to users.",
-        );
-        for x in disks {
-            m.sample(
+                "Filesystem size.",
+                (|x: &Disk| x.total) as fn(&Disk) -> u64,
+            ),
+            (
                 "edgemon_disk_available_bytes",
-                &[("mount", &x.mount), ("fstype", &x.fs)],
-                x.available as f64,
-            );
+                "Filesystem space available to users.",
+                |x: &Disk| x.available,
+            ),
+        ] {
+            m.family(name, "gauge", help);
+            for x in disks {
+                m.sample(
+                    name,
+                    &[("mount", &x.mount), ("fstype", &x.fs)],
+                    value(x) as f64,
+                );
+            }
         }
     }
 }
 
 /// The daemon's own counters.
 fn daemon(m: &mut Metrics, app: &App) {
-    m.family(
-        "edgemon_build_info",
-        "gauge",
-        "Always 1; the version is a label.",
-    );
-    m.sample(
-        "edgemon_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        1.0,
-    );
-    m.single(
-        "edgemon_daemon_uptime_seconds",
-        "gauge",
-        "Time since the daemon started.",
-        app.started.elapsed().as_secs_f64().floor(),
+    m.by_label(
+        (
+            "edgemon_build_info",
+            "gauge",
+            "Always 1; the version is a label.",
+        ),
+        "version",
+        [(env!("CARGO_PKG_VERSION"), 1.0)],
     );
     let own = app.sampler.own();
-    m.single(
-        "edgemon_resident_memory_bytes",
-        "gauge",
-        "Resident memory of the daemon.",
-        own.rss as f64,
-    );
-    m.single(
-        "edgemon_cpu_ratio",
-        "gauge",
-        "CPU used by the daemon over the last second, in cores.",
-        f64::from(own.cpu) / 100.0,
-    );
-    m.single(
-        "edgemon_connections_active",
-        "gauge",
-        "Open WebSocket connections.",
-        app.limits.active() as f64,
-    );
-    m.single(
-        "edgemon_connections_total",
-        "counter",
-        "WebSocket connections accepted since start.",
-        app.limits.connections_total() as f64,
-    );
+    for (name, kind, help, value) in [
+        (
+            "edgemon_daemon_uptime_seconds",
+            "gauge",
+            "Time since the daemon started.",
+            app.started.elapsed().as_secs_f64().floor(),
+        ),
+        (
+            "edgemon_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the daemon.",
+            own.rss as f64,
+        ),
+        (
+            "edgemon_cpu_ratio",
+            "gauge",
+            "CPU used by the daemon over the last second, in cores.",
+            f64::from(own.cpu) / 100.0,
+        ),
+        (
+            "edgemon_connections_active",
+            "gauge",
+            "Open WebSocket connections.",
+            app.limits.active() as f64,
+        ),
+        (
+            "edgemon_connections_total",
+            "counter",
+            "WebSocket connections accepted since start.",
+            app.limits.connections_total() as f64,
+        ),
+    ] {
+        m.single(name, kind, help, value);
+    }
     let (per_ip, total) = app.limits.rejected();
-    m.family(
-        "edgemon_connections_rejected_total",
-        "counter",
-        "WebSocket upgrades refused by a limit since start.",
-    );
-    m.sample(
-        "edgemon_connections_rejected_total",
-        &[("reason", "per_ip")],
-        per_ip as f64,
-    );
-    m.sample(
-        "edgemon_connections_rejected_total",
-        &[("reason", "max_connections")],
-        total as f64,
+    m.by_label(
+        (
+            "edgemon_connections_rejected_total",
+            "counter",
+            "WebSocket upgrades refused by a limit since start.",
+        ),
+        "reason",
+        [("per_ip", per_ip as f64), ("max_connections", total as f64)],
     );
     let hubs = app.registry.stats();
     m.single(
@@ -325,43 +320,34 @@ fn daemon(m: &mut Metrics, app: &App) {
         "Live hubs (topics with subscribers or lingering).",
         hubs.len() as f64,
     );
-    m.family(
-        "edgemon_subscribers",
-        "gauge",
-        "Subscribers per live topic.",
-    );
-    for h in &hubs {
-        m.sample(
+    m.by_label(
+        (
             "edgemon_subscribers",
-            &[("topic", &h.topic)],
-            h.subscribers as f64,
-        );
-    }
+            "gauge",
+            "Subscribers per live topic.",
+        ),
+        "topic",
+        hubs.iter().map(|h| (&h.topic, h.subscribers as f64)),
+    );
     let counters = app.registry.topic_counters();
-    m.family(
-        "edgemon_frames_sent_total",
-        "counter",
-        "Frames written to clients, per topic.",
-    );
-    for (topic, sent, _) in &counters {
-        m.sample(
+    m.by_label(
+        (
             "edgemon_frames_sent_total",
-            &[("topic", topic)],
-            *sent as f64,
-        );
-    }
-    m.family(
-        "edgemon_frames_dropped_total",
-        "counter",
-        "Frames dropped from full subscriber queues, per topic.",
+            "counter",
+            "Frames written to clients, per topic.",
+        ),
+        "topic",
+        counters.iter().map(|(t, sent, _)| (t, *sent as f64)),
     );
-    for (topic, _, dropped) in &counters {
-        m.sample(
+    m.by_label(
+        (
             "edgemon_frames_dropped_total",
-            &[("topic", topic)],
-            *dropped as f64,
-        );
-    }
+            "counter",
+            "Frames dropped from full subscriber queues, per topic.",
+        ),
+        "topic",
+        counters.iter().map(|(t, _, dropped)| (t, *dropped as f64)),
+    );
     m.single(
         "edgemon_process_scans_total",
         "counter",
