@@ -242,15 +242,25 @@ pub struct Response {
 }
 
 impl Response {
-    /// A JSON response.
-    pub fn json(status: u16, body: String) -> Response {
+    /// A response with any body.
+    pub fn new(
+        status: u16,
+        content_type: &'static str,
+        cache: &'static str,
+        body: impl Into<Cow<'static, [u8]>>,
+    ) -> Response {
         Response {
             status,
-            content_type: "application/json",
-            cache: "no-store",
+            content_type,
+            cache,
             headers: Vec::new(),
-            body: Cow::Owned(body.into_bytes()),
+            body: body.into(),
         }
+    }
+
+    /// A JSON response.
+    pub fn json(status: u16, body: String) -> Response {
+        Response::new(status, "application/json", "no-store", body.into_bytes())
     }
 
     /// `{"error": message}` with the given status.

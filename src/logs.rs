@@ -349,17 +349,7 @@ pub fn parse_entry(line: &str) -> Option<(String, String)> {
         }
         _ => String::new(),
     };
-    let mut msg = msg;
-    if msg.len() > crate::collect::tail::MAX_LINE {
-        let mut end = crate::collect::tail::MAX_LINE;
-        while !msg.is_char_boundary(end) {
-            end -= 1;
-        }
-        let cut = msg.len() - end;
-        msg.truncate(end);
-        msg.push_str(&format!(" …[{cut} more bytes cut]"));
-    }
-    Some((msg, cursor))
+    Some((crate::collect::tail::cap_line(msg), cursor))
 }
 
 #[cfg(test)]

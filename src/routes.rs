@@ -1,6 +1,5 @@
 //! HTTP routes: one function per route; `route` reads as the list of them.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::http::{Request, Response};
@@ -62,13 +61,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 
 /// A static asset; revalidated on every load, so an upgraded daemon never serves a stale page.
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    Response {
-        status: 200,
-        content_type,
-        cache: "no-cache",
-        headers: Vec::new(),
-        body: Cow::Borrowed(body.as_bytes()),
-    }
+    Response::new(200, content_type, "no-cache", body.as_bytes())
 }
 
 /// `GET /`: the dashboard page.
@@ -95,13 +88,7 @@ fn admission(app: &App, peer: IpAddr) -> Response {
 
 /// `GET /healthz`: 200 while the daemon serves.
 fn healthz() -> Response {
-    Response {
-        status: 200,
-        content_type: "text/plain; charset=utf-8",
-        cache: "no-store",
-        headers: Vec::new(),
-        body: Cow::Borrowed(b"ok\n"),
-    }
+    Response::new(200, "text/plain; charset=utf-8", "no-store", &b"ok\n"[..])
 }
 
 /// `GET /api/websocket/stats`.
@@ -124,13 +111,13 @@ fn system(app: &App) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 fn metrics(app: &App) -> Response {
-    Response {
-        status: 200,
-        content_type: "text/plain; version=0.0.4; charset=utf-8",
-        cache: "no-store",
-        headers: Vec::new(),
-        body: Cow::Owned(crate::metrics::render(app).into_bytes()),
-    }
+    let body = crate::metrics::render(app).into_bytes();
+    Response::new(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        "no-store",
+        body,
+    )
 }
 
 /// `GET /api/topics`.

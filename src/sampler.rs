@@ -60,6 +60,15 @@ pub struct Sampler {
     thread: Option<JoinHandle<()>>,
 }
 
+impl Shared {
+    /// Whether the `system` producer is listening (its hub exists).
+    fn watched(&self) -> bool {
+        lock(&self.listener)
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed())
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks stays consistent even if a holder panicked.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -139,9 +148,7 @@ impl Sampler {
 
     /// Whether a producer is listening (the hub exists).
     pub fn has_listener(&self) -> bool {
-        lock(&self.shared.listener)
-            .as_ref()
-            .is_some_and(|tx| !tx.is_closed())
+        self.shared.watched()
     }
 }
 
@@ -174,9 +181,7 @@ fn run(mut collector: Collector, shared: &Shared, stopped: &mpsc::Receiver<()>) 
             // We overslept (suspended host, stopped process): restart the cadence instead of bursting.
             next = now + PERIOD;
         }
-        let watched = lock(&shared.listener)
-            .as_ref()
-            .is_some_and(|tx| !tx.is_closed());
+        let watched = shared.watched();
         let asked = lock(&shared.details_until).is_some_and(|until| now < until);
         let data = Arc::new(collector.sample(watched || asked));
         seq += 1;

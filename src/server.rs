@@ -296,13 +296,14 @@ async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr, drai
                 break;
             }
             Some(Err(HeadError::Io(_))) => break,
-            Some(Err(HeadError::TooLarge)) => {
-                let r = Response::error(431, "request head too large (limit 8 KiB)");
-                let _ = http::write_all(&mut stream, &r.to_bytes(false), write_timeout).await;
-                break;
-            }
-            Some(Err(HeadError::Malformed(why))) => {
-                let r = Response::error(400, &format!("malformed request: {why}"));
+            Some(Err(refused @ (HeadError::TooLarge | HeadError::Malformed(_)))) => {
+                let r = match refused {
+                    HeadError::Malformed(why) => {
+                        Response::error(400, &format!("malformed request: {why}"))
+                    }
+                    _ => Response::error(431, "request head too large (limit 8 KiB)"),
+                };
+                // The client may not read the answer; the connection ends either way.
                 let _ = http::write_all(&mut stream, &r.to_bytes(false), write_timeout).await;
                 break;
             }

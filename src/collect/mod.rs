@@ -249,6 +249,15 @@ fn cpu_model(sys: &System) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The largest index at most `max` that falls on a character boundary of `s`.
+pub fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
 /// One decimal is all a dashboard shows, and it keeps frames short.
 pub fn round1(x: f32) -> f32 {
     if x.is_finite() {

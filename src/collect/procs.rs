@@ -119,10 +119,7 @@ pub fn truncate(s: &str) -> String {
     if s.len() <= MAX_CMD {
         return s.to_string();
     }
-    let mut end = MAX_CMD - '…'.len_utf8();
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = super::floor_char_boundary(s, MAX_CMD - '…'.len_utf8());
     format!("{}…", &s[..end])
 }
 

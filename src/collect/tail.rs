@@ -189,7 +189,7 @@ impl Tail {
         }
         let mut line = String::from_utf8_lossy(&bytes).into_owned();
         if self.cut > 0 {
-            line.push_str(&format!(" …[{} more bytes cut]", self.cut));
+            line.push_str(&cut_marker(self.cut));
             self.cut = 0;
         }
         line
@@ -213,6 +213,23 @@ impl Open {
         self.file.read_exact(&mut now)?;
         Ok(now == self.last)
     }
+}
+
+/// What replaces the bytes cut from an over-long line.
+fn cut_marker(bytes: u64) -> String {
+    format!(" …[{bytes} more bytes cut]")
+}
+
+/// Cuts a whole line (from a source that is not read byte by byte, like the journal) to
+/// `MAX_LINE` bytes on a character boundary, with the same marker as followed files.
+pub fn cap_line(mut line: String) -> String {
+    if line.len() > MAX_LINE {
+        let end = super::floor_char_boundary(&line, MAX_LINE);
+        let cut = (line.len() - end) as u64;
+        line.truncate(end);
+        line.push_str(&cut_marker(cut));
+    }
+    line
 }
 
 /// Opens `path` if it is a regular file (a directory opens fine on Linux, then fails every read).
@@ -427,6 +444,20 @@ mod tests {
         std::fs::remove_dir(&p).unwrap();
         append(&p, b"a file again\n");
         assert_eq!(t.poll().unwrap(), ["a file again"]);
+    }
+
+    #[test]
+    fn whole_lines_are_capped_on_a_char_boundary_with_the_same_marker() {
+        assert_eq!(cap_line("short".into()), "short");
+        let long = format!("{}é tail", "x".repeat(MAX_LINE - 1));
+        let capped = cap_line(long.clone());
+        assert!(capped.starts_with(&"x".repeat(MAX_LINE - 1)));
+        let cut = long.len() - (MAX_LINE - 1);
+        assert!(
+            capped.ends_with(&format!(" …[{cut} more bytes cut]")),
+            "{}",
+            &capped[MAX_LINE - 5..]
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::round1;
+
 /// One sensor reading.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Temperature {
@@ -79,10 +81,6 @@ pub fn hwmon(components: &sysinfo::Components) -> Vec<Temperature> {
             })
         })
         .collect()
-}
-
-fn round1(x: f32) -> f32 {
-    (x * 10.0).round() / 10.0
 }
 
 #[cfg(test)]
