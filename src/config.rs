@@ -99,17 +99,40 @@ pub struct Config {
     /// Read journals from this directory (`journalctl -D`) instead of the system journal; tests
     /// use journal files they wrote. Not a flag.
     pub journal_dir: Option<PathBuf>,
-    /// Test-only hooks (the `panic` command, the `test/flood` topic). Never set by the binary.
+    /// The `test/flood` topic: a frame of about `.1` bytes every `.0`, stamped with its send time
+    /// in microseconds. Tests set it; the binary sets it only from `EDGEMON_BENCH_FLOOD` (see
+    /// [`bench_flood`]), which the benchmark uses. Not a flag.
     #[doc(hidden)]
-    pub test_hooks: Option<TestHooks>,
+    pub flood: Option<(Duration, usize)>,
+    /// Test-only: the `panic` command. Never set by the binary.
+    #[doc(hidden)]
+    pub test_hooks: bool,
 }
 
-/// Test-only behaviour, reachable only from in-process tests.
-#[doc(hidden)]
-#[derive(Clone, Debug)]
-pub struct TestHooks {
-    /// Period and payload size of the `test/flood` topic.
-    pub flood: (Duration, usize),
+/// The environment variable that turns on the `test/flood` topic for the benchmark.
+pub const BENCH_FLOOD_ENV: &str = "EDGEMON_BENCH_FLOOD";
+
+/// Parses `PERIOD,BYTES` (e.g. `1s,1024`) from [`BENCH_FLOOD_ENV`].
+pub fn bench_flood(value: &str) -> Result<(Duration, usize), String> {
+    let (period, bytes) = value
+        .split_once(',')
+        .ok_or_else(|| format!("'{value}' is not PERIOD,BYTES (e.g. 1s,1024)"))?;
+    let period = parse_duration(period.trim())?;
+    if period < Duration::from_millis(1) {
+        return Err("the period must be at least 1ms".into());
+    }
+    let bytes = bytes
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|b| (1..=1_000_000).contains(b))
+        .ok_or_else(|| {
+            format!(
+                "'{}' is not a frame size from 1 to 1000000 bytes",
+                bytes.trim()
+            )
+        })?;
+    Ok((period, bytes))
 }
 
 impl Default for Config {
@@ -248,7 +271,8 @@ impl Config {
             head_timeout: Duration::from_secs(10),
             sys_root: PathBuf::from("/sys"),
             journal_dir: None,
-            test_hooks: None,
+            flood: None,
+            test_hooks: false,
         })
     }
 }
@@ -325,6 +349,18 @@ mod tests {
     fn flags(args: &[&str]) -> Result<Config, String> {
         let f = Flags::from_args(&["edgemon"], args).map_err(|e| e.output)?;
         Config::from_flags(&f).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bench_flood_takes_period_and_size_and_names_what_is_wrong() {
+        assert_eq!(bench_flood("1s,1024"), Ok((Duration::from_secs(1), 1024)));
+        assert_eq!(
+            bench_flood(" 10ms , 200 "),
+            Ok((Duration::from_millis(10), 200))
+        );
+        for bad in ["1s", "0s,10", "1s,0", "1s,x", "soon,10", "1s,2000000"] {
+            assert!(bench_flood(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

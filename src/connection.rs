@@ -333,7 +333,7 @@ impl Session {
                 self.subs.retain(|s| s.topic != topic);
                 Ok(Action::Reply(vec![reply("unsubscribed", &topic)]))
             }
-            Ok(Command::Other(op)) if op == "panic" && self.app.config.test_hooks.is_some() => {
+            Ok(Command::Other(op)) if op == "panic" && self.app.config.test_hooks => {
                 panic!("test hook: injected panic in a connection handler")
             }
             Ok(Command::Other(op)) => self

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
+use edgemon::config::{BENCH_FLOOD_ENV, bench_flood};
 use edgemon::notify::{Notifier, watchdog_interval};
 use edgemon::{Config, Flags, Server};
 use smol::future::FutureExt;
@@ -29,13 +30,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match Config::from_flags(&flags) {
+    let mut config = match Config::from_flags(&flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("edgemon: {e}");
             return ExitCode::from(2);
         }
     };
+    // The benchmark's synthetic topic; never on unless the environment asks for it.
+    if let Ok(v) = std::env::var(BENCH_FLOOD_ENV) {
+        match bench_flood(&v) {
+            Ok(f) => config.flood = Some(f),
+            Err(e) => {
+                eprintln!("edgemon: {BENCH_FLOOD_ENV}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let logger = simple_logger::SimpleLogger::new()
         .with_level(config.log_level)
         // Library chatter stays out of the daemon's log unless something is wrong.
@@ -48,6 +59,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let listen = config.listen;
+    let flood = config.flood;
     let server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
@@ -63,6 +75,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    if let Some((period, bytes)) = flood {
+        log::warn!(
+            "benchmark topic test/flood is on: {bytes} bytes every {period:?} ({BENCH_FLOOD_ENV})"
+        );
+    }
     match server.local_addr() {
         Ok(addr) => log::info!(
             "edgemon {} listening on http://{addr}",

@@ -123,7 +123,7 @@ impl Server {
             }) as Box<dyn Fn() + Send + Sync>
         };
         let sampler = Arc::new(Sampler::start(config.history, config.sys_root.clone())?);
-        let flood = config.test_hooks.as_ref().map(|h| h.flood);
+        let flood = config.flood;
         let mut logs: Vec<(String, Source)> = config
             .logs
             .iter()

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
@@ -326,16 +326,31 @@ async fn server(app: Weak<App>, hub: Weak<Hub>, _running: Running) {
     }
 }
 
-/// Publishes a padded frame every `period` (tests only).
+/// Publishes a frame of about `size` bytes every `period`, its data `{"sent_us":..,"pad":".."}`
+/// stamped just before publishing (tests and the benchmark's fan-out latency).
 async fn flood(period: Duration, size: usize, hub: Weak<Hub>, _running: Running) {
-    let pad = "x".repeat(size);
     let mut timer = smol::Timer::interval(period);
     loop {
         smol::stream::StreamExt::next(&mut timer).await;
         let Some(hub) = hub.upgrade() else { return };
         let seq = hub.next_seq();
-        let data = format!("{{\"pad\":\"{pad}\"}}");
-        hub.publish(seq, data_frame(FLOOD, seq, unix_ms(), &data));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let framed = |pad: usize| {
+            let data = format!(
+                "{{\"sent_us\":{},\"pad\":\"{}\"}}",
+                now.as_micros(),
+                "x".repeat(pad)
+            );
+            data_frame(FLOOD, seq, now.as_millis() as u64, &data)
+        };
+        let bare = framed(0);
+        let frame = match size.checked_sub(bare.len()) {
+            Some(pad) if pad > 0 => framed(pad),
+            _ => bare,
+        };
+        hub.publish(seq, frame);
     }
 }
 

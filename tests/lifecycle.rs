@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use common::*;
-use edgemon::config::TestHooks;
+
 use serde_json::Value;
 use smol::net::TcpStream;
 use smol::stream::StreamExt;
@@ -288,9 +288,8 @@ fn a_hundred_invalid_commands_in_a_row_close_with_1008() {
 #[test]
 fn injected_panic_closes_only_that_connection_and_counters_stay_right() {
     let mut c = config();
-    c.test_hooks = Some(TestHooks {
-        flood: (Duration::from_secs(1), 10),
-    });
+    c.test_hooks = true;
+    c.flood = Some((Duration::from_secs(1), 10));
     let srv = start(c);
     within(20, async {
         let mut good = ws(srv.addr, "/ws/system").await;
@@ -313,9 +312,7 @@ fn slow_subscriber_neither_delays_a_fast_one_nor_grows_without_bound() {
     let mut c = config();
     c.send_queue = 16;
     c.write_timeout = Duration::from_secs(3);
-    c.test_hooks = Some(TestHooks {
-        flood: (Duration::from_millis(5), 1000),
-    });
+    c.flood = Some((Duration::from_millis(5), 1000));
     let srv = start(c);
     within(40, async {
         // A reader that never reads, with a tiny receive window so its socket fills fast.
