@@ -1,0 +1,221 @@
+//! Starting, asking and stopping a monitored process: the edgemon daemon or a peer.
+
+use std::fs;
+use std::io::{self, BufRead};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use smol::Async;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A child process under measurement; killed on drop if still running.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts the edgemon daemon on 127.0.0.1:0 with `args`, the benchmark topic set to `flood`
+    /// (`PERIOD,BYTES`), and waits for its "listening on" line.
+    pub fn edgemon(
+        bin: &Path,
+        flood: Option<&str>,
+        args: &[String],
+        tag: &str,
+    ) -> io::Result<Proc> {
+        let log = log_path(tag);
+        let out = fs::File::create(&log)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        match flood {
+            Some(f) => cmd.env("EDGEMON_BENCH_FLOOD", f),
+            None => cmd.env_remove("EDGEMON_BENCH_FLOOD"),
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", bin.display())))?;
+        let mut p = Proc {
+            name: tag.into(),
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        p.addr = p.wait_for_listen_line(Duration::from_secs(10))?;
+        Ok(p)
+    }
+
+    /// Starts any command that will serve HTTP on `addr`, and waits until it answers `probe`.
+    pub fn peer(name: &str, cmd: &[String], addr: SocketAddr, probe: &str) -> io::Result<Proc> {
+        let log = log_path(name);
+        let out = fs::File::create(&log)?;
+        let child = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cmd[0])))?;
+        let mut p = Proc {
+            name: name.into(),
+            child,
+            addr,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = smol::block_on(get(addr, probe)) {
+                return Ok(p);
+            }
+            if let Ok(Some(st)) = p.child.try_wait() {
+                return Err(io::Error::other(format!(
+                    "{name} exited ({st}) before serving; see {}",
+                    p.log.display()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "{name} did not answer {probe} on {addr} within 60 s; see {}",
+                    p.log.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_for_listen_line(&mut self, limit: Duration) -> io::Result<SocketAddr> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(f) = fs::File::open(&self.log) {
+                for line in io::BufReader::new(f).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1)
+                        && let Ok(a) = rest.trim().parse()
+                    {
+                        return Ok(a);
+                    }
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(io::Error::other(format!(
+                    "the daemon exited ({st}): {}",
+                    fs::read_to_string(&self.log).unwrap_or_default().trim()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other("the daemon did not report its address"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `/api/websocket/stats` of an edgemon daemon.
+    pub async fn stats(&self) -> io::Result<Stats> {
+        let (status, body) = get(self.addr, "/api/websocket/stats").await?;
+        if status != 200 {
+            return Err(io::Error::other(format!("stats answered {status}")));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(io::Error::other)?;
+        let hubs = v["hubs"].as_array().cloned().unwrap_or_default();
+        Ok(Stats {
+            active: v["active_connections"].as_u64().unwrap_or(u64::MAX),
+            hubs: hubs.len(),
+            dropped_frames: hubs
+                .iter()
+                .filter_map(|h| h["dropped_frames"].as_u64())
+                .sum(),
+            rejected: v["rejected_total"].as_u64().unwrap_or(0),
+        })
+    }
+
+    /// SIGTERM, then wait (at most `limit`) for the exit status; kills after that.
+    pub fn stop(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32)?;
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Log lines at WARN or ERROR, but for the expected benchmark-topic notice.
+    pub fn complaints(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains("test/flood")
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What `/api/websocket/stats` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub active: u64,
+    pub hubs: usize,
+    pub dropped_frames: u64,
+    pub rejected: u64,
+}
+
+fn log_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("edgemon-bench-{}-{tag}.log", std::process::id()))
+}
+
+/// A one-shot `GET` (Connection: close): status and body bytes (chunked bodies are not decoded).
+pub async fn get(addr: SocketAddr, path: &str) -> io::Result<(u16, Vec<u8>)> {
+    let work = async {
+        let mut s = Async::<std::net::TcpStream>::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await?;
+        let end = all
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| io::Error::other("no HTTP head"))?;
+        let status = std::str::from_utf8(&all[..end])
+            .ok()
+            .and_then(|h| h.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| io::Error::other("bad status line"))?;
+        Ok((status, all[end + 4..].to_vec()))
+    };
+    smol::future::or(work, async {
+        smol::Timer::after(Duration::from_secs(10)).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("GET {path} timed out"),
+        ))
+    })
+    .await
+}
