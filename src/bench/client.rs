@@ -46,6 +46,22 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// `fut`, or a `TimedOut` error naming `what` after `limit`.
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    smol::future::or(fut, async {
+        smol::Timer::after(limit).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} timed out after {limit:?}"),
+        ))
+    })
+    .await
+}
+
 /// Source address number `n` in 127.1.0.0/16 and up: clients spread over many loopback
 /// addresses, as on a LAN, so the daemon's per-IP cap applies as it would in the field.
 pub fn source_ip(n: usize) -> Ipv4Addr {

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use smol::Async;
+
+use crate::client::within;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A child process under measurement; killed on drop if still running.
@@ -210,12 +212,5 @@ pub async fn get(addr: SocketAddr, path: &str) -> io::Result<(u16, Vec<u8>)> {
             .ok_or_else(|| io::Error::other("bad status line"))?;
         Ok((status, all[end + 4..].to_vec()))
     };
-    smol::future::or(work, async {
-        smol::Timer::after(Duration::from_secs(10)).await;
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("GET {path} timed out"),
-        ))
-    })
-    .await
+    within(Duration::from_secs(10), &format!("GET {path}"), work).await
 }

@@ -84,6 +84,11 @@ impl Report {
         self.push(scenario, name, value, unit, Some((budget, gate)), note);
     }
 
+    /// A count that must be zero (failures, leftovers), unitless.
+    pub fn must_be_zero(&mut self, scenario: &str, name: &str, value: f64, gate: Gate, note: &str) {
+        self.check(scenario, name, value, "", Budget::AtMost(0.0), gate, note);
+    }
+
     fn push(
         &mut self,
         scenario: &str,
