@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgemon::config::BENCH_FLOOD_ENV;
+use edgemon::topics::FLOOD;
 use smol::Async;
 
 use crate::client::within;
@@ -39,8 +41,8 @@ impl Proc {
         let mut cmd = Command::new(bin);
         cmd.args(["--listen", "127.0.0.1:0"]).args(args);
         match flood {
-            Some(f) => cmd.env("EDGEMON_BENCH_FLOOD", f),
-            None => cmd.env_remove("EDGEMON_BENCH_FLOOD"),
+            Some(f) => cmd.env(BENCH_FLOOD_ENV, f),
+            None => cmd.env_remove(BENCH_FLOOD_ENV),
         };
         let child = cmd
             .stdin(Stdio::null())
@@ -163,9 +165,7 @@ impl Proc {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| {
-                (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains("test/flood")
-            })
+            .filter(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains(FLOOD))
             .map(str::to_string)
             .collect()
     }
