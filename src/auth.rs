@@ -6,7 +6,7 @@ use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::http::Request;
+use crate::http::{Request, Response};
 
 /// Name of the cookie that carries the token for the dashboard.
 pub const COOKIE: &str = "edgemon_token";
@@ -117,6 +117,34 @@ pub fn presented(secret: &Secret, req: &Request) -> Presented {
         return Presented::Header(secret.matches(t));
     }
     Presented::None
+}
+
+/// SECURITY: with `--token-file`, every route but `/healthz` needs the token. Returns the answer
+/// that replaces the route's (401, or the redirect that turns `?token=` into a cookie), or `None`
+/// to serve the route.
+pub fn check(secret: Option<&Secret>, req: &Request) -> Option<Response> {
+    let secret = secret?;
+    if req.path == "/healthz" {
+        return None;
+    }
+    match presented(secret, req) {
+        Presented::Header(true) => None,
+        // The page was opened as /?token=...: keep the token in an HttpOnly cookie and load the
+        // page again without it, so it stays out of the address bar and history.
+        Presented::Query if req.path == "/" => Some(
+            Response::json(303, "{}".into())
+                .with("Location", "/")
+                .with("Set-Cookie", secret.cookie()),
+        ),
+        Presented::Query => None,
+        _ => Some(
+            Response::error(
+                401,
+                "this daemon needs its token: send Authorization: Bearer <token>, or open /?token=<token> once in the browser",
+            )
+            .with("WWW-Authenticate", "Bearer realm=\"edgemon\""),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! commands, pings, enforces the timeouts, and always ends with an explicit, time-bounded close.
 //!
 //! The task owns a `ConnSlot` (the counted place) and drops it last, so the counters and the close
-//! log line are right whichever way the task ends, a panic included.
+//! log line are right whichever way the task ends, a panic included. Every way it can end is one
+//! [`Ending`]: one `match` gives its close code, its `Display` the log line.
 
+use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +22,10 @@ use smol::future::FutureExt;
 use smol::net::TcpStream;
 use smol::stream::StreamExt;
 
+use crate::app::App;
 use crate::hub::{Frame, Subscription};
 use crate::limits::ConnSlot;
 use crate::protocol::{self, Command};
-use crate::server::App;
 
 /// Largest client message: commands are small.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -47,7 +49,7 @@ pub fn ws_config() -> WebSocketConfig {
 }
 
 /// Runs one upgraded connection to its end. `leftover` holds bytes read past the HTTP head.
-pub async fn serve(
+pub(crate) async fn serve(
     app: Arc<App>,
     stream: TcpStream,
     leftover: Vec<u8>,
@@ -61,6 +63,7 @@ pub async fn serve(
             .await;
     let (tx, rx) = async_channel::bounded(app.config.send_queue);
     let mut session = Session {
+        clock: Clock::new(Instant::now(), app.config.ping_interval),
         app,
         ws,
         tx,
@@ -68,35 +71,131 @@ pub async fn serve(
         subs: Vec::new(),
         invalid_in_a_row: 0,
     };
-    let reason = match AssertUnwindSafe(session.run(topic)).catch_unwind().await {
-        Ok(reason) => reason,
+    let ending = match AssertUnwindSafe(session.run(topic)).catch_unwind().await {
+        Ok(ending) => ending,
         Err(panic) => {
             // The session's state is suspect now: do not speak WebSocket on it, just end it.
             log::error!("ws {peer}: task panicked: {}", panic_message(&*panic));
-            "internal error (panic)".to_string()
+            Ending::Panic
         }
     };
     // Unsubscribe and release the socket before the slot, so "remaining" counts this one as gone.
     drop(session);
     // The peer may already be gone; shutting down twice is harmless.
     let _ = tcp.shutdown(std::net::Shutdown::Both);
-    slot.set_reason(reason);
+    slot.set_reason(ending.to_string());
 }
 
 /// The text of a panic payload.
-pub fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
     p.downcast_ref::<&str>()
         .copied()
         .or_else(|| p.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-text panic)")
 }
 
+/// Why a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The daemon is shutting down.
+    Shutdown,
+    /// The daemon shut down while a write to this client was blocked.
+    ShutdownDuringWrite,
+    /// A ping went unanswered for `--pong-timeout`.
+    PongTimeout,
+    /// No subscription and no client message for `--idle-timeout`.
+    Idle,
+    /// `MAX_INVALID_IN_A_ROW` invalid commands in a row.
+    InvalidCommands,
+    /// A client message over `MAX_CLIENT_MESSAGE`; how big, where known.
+    TooBig(String),
+    /// The client broke the WebSocket protocol.
+    ProtocolError(String),
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
+    /// A command handler (or the whole task) panicked.
+    Panic,
+    /// The client closed with this code (1005: none given); tungstenite answered it.
+    ClientClosed(u16),
+    /// A write blocked past `--write-timeout`.
+    WriteTimeout,
+    /// A write failed.
+    WriteFailed(String),
+    /// The client went away: the stream ended (`None`) or the socket failed.
+    Gone(Option<String>),
+    /// A read failed for another reason.
+    ReadFailed(String),
+}
+
+impl Ending {
+    /// The Close frame this ending sends (DESIGN.md's close-code table), or `None` where the
+    /// socket cannot take one (gone, blocked, or the client's own close already answered).
+    fn close_frame(&self) -> Option<(CloseCode, &'static str)> {
+        match self {
+            Ending::Shutdown => Some((CloseCode::Away, "server shutting down")),
+            Ending::PongTimeout => Some((CloseCode::Policy, "pong timeout")),
+            Ending::Idle => Some((CloseCode::Policy, "idle")),
+            Ending::InvalidCommands => Some((CloseCode::Policy, "too many invalid commands")),
+            Ending::TooBig(_) => Some((CloseCode::Size, "message too big")),
+            Ending::ProtocolError(_) => Some((CloseCode::Protocol, "protocol error")),
+            Ending::InvalidUtf8 => Some((CloseCode::Invalid, "invalid UTF-8")),
+            Ending::Panic => Some((CloseCode::Error, "internal error")),
+            Ending::ShutdownDuringWrite
+            | Ending::ClientClosed(_)
+            | Ending::WriteTimeout
+            | Ending::WriteFailed(_)
+            | Ending::Gone(_)
+            | Ending::ReadFailed(_) => None,
+        }
+    }
+
+    /// How a read error ends the connection.
+    fn from_read(e: WsError) -> Ending {
+        match e {
+            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+                Ending::TooBig(format!("{size} > {max_size} bytes"))
+            }
+            WsError::Capacity(e) => Ending::TooBig(e.to_string()),
+            WsError::Protocol(e) => Ending::ProtocolError(e.to_string()),
+            WsError::Utf8(_) => Ending::InvalidUtf8,
+            WsError::Io(e) => Ending::Gone(Some(e.to_string())),
+            e => Ending::ReadFailed(e.to_string()),
+        }
+    }
+}
+
+/// The `reason=` of the close log line.
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::Shutdown => f.write_str("server shutdown"),
+            Ending::ShutdownDuringWrite => f.write_str("server shutdown during a blocked write"),
+            Ending::PongTimeout => f.write_str("pong timeout"),
+            Ending::Idle => f.write_str("idle timeout"),
+            Ending::InvalidCommands => f.write_str("too many invalid commands"),
+            Ending::TooBig(size) => write!(f, "message too big ({size})"),
+            Ending::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            Ending::InvalidUtf8 => f.write_str("invalid UTF-8 in a text frame"),
+            Ending::Panic => f.write_str("internal error (panic)"),
+            Ending::ClientClosed(code) => write!(f, "client closed ({code})"),
+            Ending::WriteTimeout => f.write_str("write timeout"),
+            Ending::WriteFailed(e) => write!(f, "write failed: {e}"),
+            Ending::Gone(None) => f.write_str("peer closed the socket"),
+            Ending::Gone(Some(e)) => write!(f, "peer gone: {e}"),
+            Ending::ReadFailed(e) => write!(f, "read failed: {e}"),
+        }
+    }
+}
+
+/// What one handled wake-up leads to: carry on, or end the connection.
+type Step<T = ()> = Result<T, Ending>;
+
 // Fields drop in declaration order: subscriptions go first, so a hub never holds the sender of a
 // connection whose queue is already closed.
 struct Session {
     /// Subscriptions held; dropping one unsubscribes.
     subs: Vec<Sub>,
-    /// Configuration, shutdown signal, registry, catalogue.
+    /// Configuration, shutdown signal, registry, catalog.
     app: Arc<App>,
     /// The WebSocket.
     ws: WebSocketStream<TcpStream>,
@@ -106,6 +205,8 @@ struct Session {
     rx: Receiver<Frame>,
     /// Consecutive invalid commands.
     invalid_in_a_row: u32,
+    /// The ping, pong and idle deadlines.
+    clock: Clock,
 }
 
 struct Sub {
@@ -119,6 +220,26 @@ struct Sub {
     marks_gaps: bool,
 }
 
+/// When the client last spoke and where the ping cycle stands.
+struct Clock {
+    /// The last text or binary message from the client (idle is judged from it).
+    last_client: Instant,
+    /// When the next ping is due.
+    next_ping: Instant,
+    /// When the unanswered ping went out, if one is out.
+    ping_sent: Option<Instant>,
+}
+
+impl Clock {
+    fn new(now: Instant, ping_interval: Duration) -> Clock {
+        Clock {
+            last_client: now,
+            next_ping: now + ping_interval,
+            ping_sent: None,
+        }
+    }
+}
+
 /// What a client command asks for.
 enum Action {
     /// Send these frames back.
@@ -128,7 +249,7 @@ enum Action {
 }
 
 /// What woke the session.
-enum Event {
+enum Wake {
     /// The daemon is shutting down.
     Shutdown,
     /// A timer deadline passed (ping, pong, idle).
@@ -139,199 +260,177 @@ enum Event {
     Frame(Frame),
 }
 
-/// Whether the ending still allows a Close frame.
-enum End {
-    /// Send this close code and reason, then shut the socket.
-    Close(CloseCode, &'static str),
-    /// The socket is unusable (gone, blocked): just shut it.
-    Abort,
-}
-
 impl Session {
     /// The connection's life; returns why it ended.
-    async fn run(&mut self, topic: Option<String>) -> String {
-        let (end, reason) = self.serve(topic).await;
-        if let End::Close(code, text) = end {
+    async fn run(&mut self, topic: Option<String>) -> Ending {
+        let ending = self.serve(topic).await;
+        if let Some((code, text)) = ending.close_frame() {
             self.close(code, text).await;
         }
-        reason
+        ending
     }
 
-    /// Serves until something ends the connection.
-    async fn serve(&mut self, topic: Option<String>) -> (End, String) {
-        let cfg = &self.app.config;
-        let (ping_interval, pong_timeout, idle_timeout) =
-            (cfg.ping_interval, cfg.pong_timeout, cfg.idle_timeout);
-        if let Some(topic) = topic {
-            let replies = match self.subscribe(&topic).await {
-                Ok(r) => r,
-                Err(end) => return end,
-            };
-            if let Err(e) = self.send_all(replies).await {
-                return (End::Abort, e);
-            }
+    /// Serves until something ends the connection: each wake-up goes to its own method.
+    async fn serve(&mut self, topic: Option<String>) -> Ending {
+        if let Some(topic) = topic
+            && let Err(ending) = self.subscribe_and_reply(&topic).await
+        {
+            return ending;
         }
-        let mut last_client = Instant::now();
-        let mut next_ping = last_client + ping_interval;
-        let mut ping_sent: Option<Instant> = None;
+        self.clock = Clock::new(Instant::now(), self.app.config.ping_interval);
         loop {
-            let deadline = match ping_sent {
-                Some(at) => at + pong_timeout,
-                None => next_ping,
+            let step = match self.next_wake().await {
+                Wake::Shutdown => Err(Ending::Shutdown),
+                Wake::Tick => self.on_tick().await,
+                Wake::Frame(frame) => self.on_frame(frame).await,
+                Wake::Client(None) => Err(Ending::Gone(None)),
+                Wake::Client(Some(Err(e))) => Err(Ending::from_read(e)),
+                Wake::Client(Some(Ok(msg))) => self.on_message(msg).await,
             };
-            let deadline = if self.subs.is_empty() {
-                deadline.min(last_client + idle_timeout)
-            } else {
-                deadline
-            };
-            // Wait for whichever comes first. Shutdown first; the client before the timer, so a pong
-            // that arrived while a write was blocked counts before the pong deadline is judged.
-            let event = {
-                let ws = &mut self.ws;
-                let rx = &self.rx;
-                let shutdown = &self.app.shutdown;
-                async {
-                    // Errs at once when the shutdown channel is closed.
-                    let _ = shutdown.recv().await;
-                    Event::Shutdown
-                }
-                .or(async { Event::Client(ws.next().await) })
-                .or(async {
-                    Timer::at(deadline).await;
-                    Event::Tick
-                })
-                .or(async {
-                    // We hold a sender ourselves, so this only errs if the channel is closed.
-                    rx.recv().await.map_or(Event::Shutdown, Event::Frame)
-                })
-                .await
-            };
-            match event {
-                Event::Shutdown => {
-                    return (
-                        End::Close(CloseCode::Away, "server shutting down"),
-                        "server shutdown".into(),
-                    );
-                }
-                Event::Tick => {
-                    let now = Instant::now();
-                    if ping_sent.is_some_and(|at| now >= at + pong_timeout) {
-                        return (
-                            End::Close(CloseCode::Policy, "pong timeout"),
-                            "pong timeout".into(),
-                        );
-                    }
-                    if self.subs.is_empty() && now >= last_client + idle_timeout {
-                        return (End::Close(CloseCode::Policy, "idle"), "idle timeout".into());
-                    }
-                    if ping_sent.is_none() && now >= next_ping {
-                        if let Err(e) = self.send(Message::Ping(Default::default())).await {
-                            return (End::Abort, e);
-                        }
-                        ping_sent = Some(now);
-                        next_ping = now + ping_interval;
-                    }
-                }
-                Event::Frame(frame) => {
-                    let Some(sub) = self
-                        .subs
-                        .iter_mut()
-                        .find(|s| s.membership.hub().id() == frame.hub_id())
-                    else {
-                        // Queued before an unsubscribe, or by a hub since replaced.
-                        continue;
-                    };
-                    let seq = frame.seq();
-                    let mut missed = 0;
-                    // seq 0 is a notice (an error frame), outside the numbering.
-                    if seq != 0 {
-                        if seq <= sub.last_seq {
-                            // Already in the backfill.
-                            continue;
-                        }
-                        if sub.marks_gaps {
-                            missed = seq - sub.last_seq - 1;
-                        }
-                        sub.last_seq = seq;
-                    }
-                    if missed > 0 {
-                        let marker = serde_json::json!({
-                            "type": "missed", "topic": frame.topic(), "lines": missed,
-                        });
-                        let marker = Message::Text(Utf8Bytes::from(marker.to_string()));
-                        if let Err(e) = self.send(marker).await {
-                            return (End::Abort, e);
-                        }
-                    }
-                    if let Err(e) = self.send(Message::Text(frame.text())).await {
-                        return (End::Abort, e);
-                    }
-                    frame.delivered();
-                }
-                Event::Client(None) => return (End::Abort, "peer closed the socket".into()),
-                Event::Client(Some(Err(e))) => return client_error(e),
-                Event::Client(Some(Ok(msg))) => {
-                    // Only what the client says counts as activity: a browser answers pings by
-                    // itself, so pongs would keep a forgotten, unsubscribed tab open forever.
-                    if matches!(msg, Message::Text(_) | Message::Binary(_)) {
-                        last_client = Instant::now();
-                    }
-                    let replies = match msg {
-                        Message::Text(text) => match self.command_guarded(&text) {
-                            Ok(Action::Reply(r)) => Ok(r),
-                            Ok(Action::Subscribe(topic)) => self.subscribe(&topic).await,
-                            Err(end) => Err(end),
-                        },
-                        Message::Binary(_) => self.invalid("binary frames are not supported", None),
-                        Message::Pong(_) => {
-                            ping_sent = None;
-                            Ok(Vec::new())
-                        }
-                        // tungstenite queues the pong and sends it with our next read or write.
-                        Message::Ping(_) | Message::Frame(_) => Ok(Vec::new()),
-                        Message::Close(frame) => {
-                            let code = frame.map_or(CloseCode::Status, |f| f.code);
-                            // tungstenite has queued the Close reply; the next read flushes it.
-                            self.finish_close().await;
-                            return (End::Abort, format!("client closed ({})", u16::from(code)));
-                        }
-                    };
-                    match replies {
-                        Ok(replies) => {
-                            if let Err(e) = self.send_all(replies).await {
-                                return (End::Abort, e);
-                            }
-                        }
-                        Err(end) => return end,
-                    }
-                }
+            if let Err(ending) = step {
+                return ending;
             }
         }
+    }
+
+    /// Waits for whichever comes first. Shutdown first; the client before the timer, so a pong
+    /// that arrived while a write was blocked counts before the pong deadline is judged.
+    async fn next_wake(&mut self) -> Wake {
+        let cfg = &self.app.config;
+        let deadline = match self.clock.ping_sent {
+            Some(at) => at + cfg.pong_timeout,
+            None => self.clock.next_ping,
+        };
+        let deadline = if self.subs.is_empty() {
+            deadline.min(self.clock.last_client + cfg.idle_timeout)
+        } else {
+            deadline
+        };
+        let ws = &mut self.ws;
+        let rx = &self.rx;
+        let shutdown = &self.app.shutdown;
+        async {
+            // Errs at once when the shutdown channel is closed.
+            let _ = shutdown.recv().await;
+            Wake::Shutdown
+        }
+        .or(async { Wake::Client(ws.next().await) })
+        .or(async {
+            Timer::at(deadline).await;
+            Wake::Tick
+        })
+        .or(async {
+            // We hold a sender ourselves, so this only errs if the channel is closed.
+            rx.recv().await.map_or(Wake::Shutdown, Wake::Frame)
+        })
+        .await
+    }
+
+    /// A deadline passed: end an unanswered ping or an idle connection, or send the next ping.
+    async fn on_tick(&mut self) -> Step {
+        let cfg = &self.app.config;
+        let now = Instant::now();
+        if self
+            .clock
+            .ping_sent
+            .is_some_and(|at| now >= at + cfg.pong_timeout)
+        {
+            return Err(Ending::PongTimeout);
+        }
+        if self.subs.is_empty() && now >= self.clock.last_client + cfg.idle_timeout {
+            return Err(Ending::Idle);
+        }
+        if self.clock.ping_sent.is_none() && now >= self.clock.next_ping {
+            let next_ping = now + cfg.ping_interval;
+            self.send(Message::Ping(Default::default())).await?;
+            self.clock.ping_sent = Some(now);
+            self.clock.next_ping = next_ping;
+        }
+        Ok(())
+    }
+
+    /// A hub published: forward the frame unless the backfill covered it, with a `missed`
+    /// marker first where a log subscriber lost lines.
+    async fn on_frame(&mut self, frame: Frame) -> Step {
+        let Some(sub) = self
+            .subs
+            .iter_mut()
+            .find(|s| s.membership.hub().id() == frame.hub_id())
+        else {
+            // Queued before an unsubscribe, or by a hub since replaced.
+            return Ok(());
+        };
+        let seq = frame.seq();
+        let mut missed = 0;
+        // seq 0 is a notice (an error frame), outside the numbering.
+        if seq != 0 {
+            if seq <= sub.last_seq {
+                // Already in the backfill.
+                return Ok(());
+            }
+            if sub.marks_gaps {
+                missed = seq - sub.last_seq - 1;
+            }
+            sub.last_seq = seq;
+        }
+        if missed > 0 {
+            let marker = protocol::missed(frame.topic(), missed);
+            self.send(Message::Text(marker)).await?;
+        }
+        self.send(Message::Text(frame.text())).await?;
+        frame.delivered();
+        Ok(())
+    }
+
+    /// The client sent a message: a command, a pong, or its close.
+    async fn on_message(&mut self, msg: Message) -> Step {
+        // Only what the client says counts as activity: a browser answers pings by itself, so
+        // pongs would keep a forgotten, unsubscribed tab open forever.
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            self.clock.last_client = Instant::now();
+        }
+        let replies = match msg {
+            Message::Text(text) => match self.command_guarded(&text)? {
+                Action::Reply(r) => r,
+                Action::Subscribe(topic) => return self.subscribe_and_reply(&topic).await,
+            },
+            Message::Binary(_) => self.invalid("binary frames are not supported", None)?,
+            Message::Pong(_) => {
+                self.clock.ping_sent = None;
+                return Ok(());
+            }
+            // tungstenite queues the pong and sends it with our next read or write.
+            Message::Ping(_) | Message::Frame(_) => return Ok(()),
+            Message::Close(frame) => {
+                let code = frame.map_or(CloseCode::Status, |f| f.code);
+                // tungstenite has queued the Close reply; the next read flushes it.
+                self.finish_close().await;
+                return Err(Ending::ClientClosed(u16::from(code)));
+            }
+        };
+        self.send_all(replies).await
     }
 
     /// Runs a client command, turning a panic in it into a 1011 close of this connection only.
-    fn command_guarded(&mut self, text: &str) -> Result<Action, (End, String)> {
+    fn command_guarded(&mut self, text: &str) -> Step<Action> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.command(text))) {
             Ok(r) => r,
             Err(panic) => {
                 log::error!("ws command handler panicked: {}", panic_message(&*panic));
-                Err((
-                    End::Close(CloseCode::Error, "internal error"),
-                    "internal error (panic)".into(),
-                ))
+                Err(Ending::Panic)
             }
         }
     }
 
     /// Handles one client command; returns the frames to send back.
-    fn command(&mut self, text: &str) -> Result<Action, (End, String)> {
+    fn command(&mut self, text: &str) -> Step<Action> {
         match protocol::parse(text) {
             Err(e) => self.invalid(&e, None).map(Action::Reply),
             Ok(Command::Subscribe(topic)) => Ok(Action::Subscribe(topic)),
             Ok(Command::Unsubscribe(topic)) => {
                 self.invalid_in_a_row = 0;
                 self.subs.retain(|s| s.topic != topic);
-                Ok(Action::Reply(vec![reply("unsubscribed", &topic)]))
+                Ok(Action::Reply(vec![protocol::unsubscribed(&topic)]))
             }
             Ok(Command::Other(op)) if op == "panic" && self.app.config.test_hooks => {
                 panic!("test hook: injected panic in a connection handler")
@@ -345,17 +444,23 @@ impl Session {
         }
     }
 
+    /// Subscribes to `topic` and sends the acknowledgement and backfill (or the error frame).
+    async fn subscribe_and_reply(&mut self, topic: &str) -> Step {
+        let replies = self.subscribe(topic).await?;
+        self.send_all(replies).await
+    }
+
     /// Subscribes to `topic`; returns the acknowledgement and the backfill, or an error frame.
-    async fn subscribe(&mut self, topic: &str) -> Result<Vec<Utf8Bytes>, (End, String)> {
+    async fn subscribe(&mut self, topic: &str) -> Step<Vec<Utf8Bytes>> {
         if self.subs.iter().any(|s| s.topic == topic) {
             self.invalid_in_a_row = 0;
-            return Ok(vec![reply("subscribed", topic)]);
+            return Ok(vec![protocol::subscribed(topic)]);
         }
         if self.subs.len() >= MAX_SUBSCRIPTIONS {
             let msg = format!("too many subscriptions (at most {MAX_SUBSCRIPTIONS})");
             return self.invalid(&msg, Some(topic));
         }
-        // SECURITY: only catalogue names are topics; a name never reaches the filesystem.
+        // SECURITY: only catalog names are topics; a name never reaches the filesystem.
         let sub = match self.app.registry.subscribe(topic, &self.tx) {
             Ok(sub) => sub,
             Err(e) => return self.invalid(&e.to_string(), Some(topic)),
@@ -376,33 +481,22 @@ impl Session {
             last_seq: backfill.covers_seq,
             marks_gaps: self.app.topics.is_log(topic),
         });
-        let mut out = vec![reply("subscribed", topic)];
+        let mut out = vec![protocol::subscribed(topic)];
         out.extend(backfill.frames);
         Ok(out)
     }
 
     /// An error frame for an invalid command; too many in a row end the connection with 1008.
-    fn invalid(
-        &mut self,
-        error: &str,
-        topic: Option<&str>,
-    ) -> Result<Vec<Utf8Bytes>, (End, String)> {
+    fn invalid(&mut self, error: &str, topic: Option<&str>) -> Step<Vec<Utf8Bytes>> {
         self.invalid_in_a_row += 1;
         if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW {
-            return Err((
-                End::Close(CloseCode::Policy, "too many invalid commands"),
-                "too many invalid commands".into(),
-            ));
+            return Err(Ending::InvalidCommands);
         }
-        let mut v = serde_json::json!({ "type": "error", "error": error });
-        if let Some(t) = topic {
-            v["topic"] = t.into();
-        }
-        Ok(vec![Utf8Bytes::from(v.to_string())])
+        Ok(vec![protocol::error_frame(error, topic)])
     }
 
     /// Sends each frame; the first failure ends the connection.
-    async fn send_all(&mut self, frames: Vec<Utf8Bytes>) -> Result<(), String> {
+    async fn send_all(&mut self, frames: Vec<Utf8Bytes>) -> Step {
         for f in frames {
             self.send(Message::Text(f)).await?;
         }
@@ -411,31 +505,24 @@ impl Session {
 
     /// Sends one message within `--write-timeout`, giving up at once if the daemon shuts down (a
     /// write that is blocked would otherwise hold up the shutdown drain).
-    async fn send(&mut self, msg: Message) -> Result<(), String> {
+    async fn send(&mut self, msg: Message) -> Step {
         let timeout = self.app.config.write_timeout;
         let shutdown = &self.app.shutdown;
-        match self
-            .ws
-            .send(msg)
-            .or(async {
-                Timer::after(timeout).await;
-                Err(WsError::Io(std::io::ErrorKind::TimedOut.into()))
-            })
-            .or(async {
-                let _ = shutdown.recv().await;
-                Err(WsError::Io(std::io::ErrorKind::Interrupted.into()))
-            })
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                Err("write timeout".into())
-            }
-            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                Err("server shutdown during a blocked write".into())
-            }
-            Err(e) => Err(format!("write failed: {e}")),
+        async {
+            self.ws
+                .send(msg)
+                .await
+                .map_err(|e| Ending::WriteFailed(e.to_string()))
         }
+        .or(async {
+            Timer::after(timeout).await;
+            Err(Ending::WriteTimeout)
+        })
+        .or(async {
+            let _ = shutdown.recv().await;
+            Err(Ending::ShutdownDuringWrite)
+        })
+        .await
     }
 
     /// Sends a Close frame and waits (bounded) for the client's reply.
@@ -468,31 +555,52 @@ impl Session {
     }
 }
 
-/// How a read error ends the connection.
-fn client_error(e: WsError) -> (End, String) {
-    match e {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
-            End::Close(CloseCode::Size, "message too big"),
-            format!("message too big ({size} > {max_size} bytes)"),
-        ),
-        WsError::Capacity(e) => (
-            End::Close(CloseCode::Size, "message too big"),
-            format!("capacity: {e}"),
-        ),
-        WsError::Protocol(e) => (
-            End::Close(CloseCode::Protocol, "protocol error"),
-            format!("protocol error: {e}"),
-        ),
-        WsError::Utf8(_) => (
-            End::Close(CloseCode::Invalid, "invalid UTF-8"),
-            "invalid UTF-8 in a text frame".into(),
-        ),
-        WsError::Io(e) => (End::Abort, format!("peer gone: {e}")),
-        e => (End::Abort, format!("read failed: {e}")),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `{"type": kind, "topic": topic}`.
-fn reply(kind: &str, topic: &str) -> Utf8Bytes {
-    Utf8Bytes::from(serde_json::json!({ "type": kind, "topic": topic }).to_string())
+    #[test]
+    fn every_ending_has_one_close_code_and_a_log_line() {
+        let cases: &[(Ending, Option<u16>, &str)] = &[
+            (Ending::Shutdown, Some(1001), "server shutdown"),
+            (Ending::PongTimeout, Some(1008), "pong timeout"),
+            (Ending::Idle, Some(1008), "idle timeout"),
+            (
+                Ending::InvalidCommands,
+                Some(1008),
+                "too many invalid commands",
+            ),
+            (
+                Ending::TooBig("5000 > 4096 bytes".into()),
+                Some(1009),
+                "message too big (5000 > 4096 bytes)",
+            ),
+            (Ending::Panic, Some(1011), "internal error (panic)"),
+            (Ending::ClientClosed(1000), None, "client closed (1000)"),
+            (Ending::WriteTimeout, None, "write timeout"),
+            (Ending::Gone(None), None, "peer closed the socket"),
+        ];
+        for (ending, code, line) in cases {
+            assert_eq!(
+                ending.close_frame().map(|(c, _)| u16::from(c)),
+                *code,
+                "{ending:?}"
+            );
+            assert_eq!(ending.to_string(), *line);
+        }
+    }
+
+    #[test]
+    fn read_errors_map_to_endings() {
+        let too_long = WsError::Capacity(CapacityError::MessageTooLong {
+            size: 5000,
+            max_size: 4096,
+        });
+        assert_eq!(
+            Ending::from_read(too_long),
+            Ending::TooBig("5000 > 4096 bytes".into())
+        );
+        let gone = WsError::Io(std::io::ErrorKind::ConnectionReset.into());
+        assert!(matches!(Ending::from_read(gone), Ending::Gone(Some(_))));
+    }
 }

@@ -4,6 +4,10 @@
 //! The registry lock covers both "find or create a hub" and "remove a hub", and a hub is marked
 //! closed only while that lock is held, so a subscriber can never attach to a hub that is being torn
 //! down: it either finds the live hub (and cancels its pending teardown) or creates a new one.
+//!
+//! Lock order, the only one in this module: `Registry::hubs`, then `Registry::counters` or one
+//! `Hub::state`. Never the reverse, never two hubs' states at once, never across an `.await`, and
+//! no task or producer is dropped while one is held (their drop code may take locks of its own).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,6 +19,8 @@ use std::time::{Duration, Instant};
 use async_channel::Sender;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use smol::{Executor, Task, Timer};
+
+use crate::lock::lock;
 
 /// A boxed producer future: it publishes into its hub until cancelled.
 pub type ProducerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -159,8 +165,7 @@ impl Hub {
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
-        // A panic while holding this lock leaves plain data behind; carry on with it.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Sends one serialized frame to every subscriber without ever waiting: a full queue loses its
@@ -234,7 +239,7 @@ pub struct Registry {
     linger: Duration,
     /// Subscription ids.
     next_id: AtomicU64,
-    /// Per-topic frame counts; one entry per topic ever subscribed (bounded by the catalogue).
+    /// Per-topic frame counts; one entry per topic ever subscribed (bounded by the catalog).
     counters: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
     /// Called after a hub is created or removed (stats watchers, tests).
     on_change: Box<dyn Fn() + Send + Sync>,
@@ -270,7 +275,7 @@ impl Registry {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, Arc<Hub>>> {
-        self.hubs.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.hubs)
     }
 
     /// Adds `tx` to the topic's hub, creating the hub and starting its producer if needed.
@@ -286,14 +291,8 @@ impl Registry {
             let hub = match hubs.get(topic) {
                 Some(hub) => hub.clone(),
                 None => {
-                    // Counters exist only for topics the catalogue knows: at most one per topic.
-                    let counters = self
-                        .counters
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(topic)
-                        .cloned()
-                        .unwrap_or_default();
+                    // Counters exist only for topics the catalog knows: at most one per topic.
+                    let counters = lock(&self.counters).get(topic).cloned().unwrap_or_default();
                     let hub = Arc::new(Hub {
                         id: self.next_id.fetch_add(1, Ordering::Relaxed),
                         topic: Arc::from(topic),
@@ -314,9 +313,7 @@ impl Registry {
                         .catalog
                         .producer(topic, Arc::downgrade(&hub))
                         .ok_or(UnknownTopic)?;
-                    self.counters
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                    lock(&self.counters)
                         .entry(hub.topic.clone())
                         .or_insert_with(|| hub.counters.clone());
                     // Without an executor the daemon is shutting down: the hub simply has no producer.
@@ -426,9 +423,7 @@ impl Registry {
 
     /// Frames sent and dropped per topic since start, by topic.
     pub fn topic_counters(&self) -> Vec<(String, u64, u64)> {
-        self.counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.counters)
             .iter()
             .map(|(t, c)| {
                 (

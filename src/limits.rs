@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::lock::lock;
+
 /// Why an upgrade was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -59,7 +61,7 @@ impl Limits {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.per_ip)
     }
 
     /// Takes a place for a connection from `peer`, or says which limit refuses it.

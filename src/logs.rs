@@ -5,19 +5,18 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
-use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use smol::future::FutureExt;
 use smol::io::{AsyncBufReadExt, BufReader};
 use smol::stream::StreamExt;
 
-use crate::collect::tail::Tail;
+use crate::collect::tail::{Tail, cap_line};
 use crate::hub::Hub;
-use crate::sampler::unix_ms;
-use crate::topics::{Backfill, data_frame, history_frames};
+use crate::lock::lock;
+use crate::protocol::{Backfill, data_frame, error_frame, history_frames, unix_ms};
 
 /// Lines a new subscriber receives first.
 pub const BACKLOG: usize = 100;
@@ -64,10 +63,6 @@ struct Line {
     data: Box<str>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Ring {
     /// A ring for `topic` and the sender whose drop marks it ready.
     pub fn new(topic: &str) -> (Arc<Ring>, Sender<()>) {
@@ -99,7 +94,7 @@ impl Ring {
         let mut b = history_frames(&self.topic, "", &items);
         drop(lines);
         if let Some(e) = lock(&self.error).as_deref() {
-            b.frames.push(error_frame(&self.topic, e));
+            b.frames.push(error_frame(e, Some(&self.topic)));
         }
         b
     }
@@ -145,20 +140,13 @@ impl Ring {
                 log::warn!("{}: {e}", self.topic);
                 if let Some(hub) = hub {
                     // seq 0: a notice, not a line; never skipped and never counted as a gap.
-                    hub.publish(0, error_frame(&self.topic, e));
+                    hub.publish(0, error_frame(e, Some(&self.topic)));
                 }
             }
             None => log::info!("{}: source readable again", self.topic),
         }
         *cur = error;
     }
-}
-
-/// `{"type":"error","topic":..,"error":..}`.
-pub fn error_frame(topic: &str, error: &str) -> Utf8Bytes {
-    Utf8Bytes::from(
-        serde_json::json!({ "type": "error", "topic": topic, "error": error }).to_string(),
-    )
 }
 
 /// Follows a file; the tail (and its file handle) lives in this future only.
@@ -349,7 +337,7 @@ pub fn parse_entry(line: &str) -> Option<(String, String)> {
         }
         _ => String::new(),
     };
-    Some((crate::collect::tail::cap_line(msg), cursor))
+    Some((cap_line(msg), cursor))
 }
 
 #[cfg(test)]

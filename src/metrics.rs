@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::app::App;
 use crate::collect::disk::Disk;
-use crate::server::App;
 
 /// Exposition text for a scrape.
 pub fn render(app: &App) -> String {

@@ -2,8 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::app::App;
 use crate::http::{Request, Response};
-use crate::server::App;
 
 /// What a request turns into.
 pub enum Routed {
@@ -38,7 +38,7 @@ pub fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
         "/metrics" => metrics(app),
         "/ws" => return Routed::Upgrade(None),
         path => match path.strip_prefix("/ws/") {
-            // SECURITY: the topic is matched exactly against the catalogue, never decoded or used as a path.
+            // SECURITY: the topic is matched exactly against the catalog, never decoded or used as a path.
             Some(topic) if app.topics.exists(topic) => {
                 return Routed::Upgrade(Some(topic.to_string()));
             }

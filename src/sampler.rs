@@ -7,12 +7,14 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::collect::own::{Own, OwnMeter};
 use crate::collect::{Collector, SystemData};
+use crate::lock::lock;
+use crate::protocol::unix_ms;
 
 /// How often the host is sampled.
 pub const PERIOD: Duration = Duration::from_secs(1);
@@ -67,11 +69,6 @@ impl Shared {
             .as_ref()
             .is_some_and(|tx| !tx.is_closed())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The data behind these locks stays consistent even if a holder panicked.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Sampler {
@@ -215,14 +212,6 @@ fn run(mut collector: Collector, shared: &Shared, stopped: &mpsc::Receiver<()>) 
         // Here, off the executor: return memory freed by closed connections once churn settles.
         trim.tick_and_trim();
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -2,19 +2,18 @@
 //! what a new subscriber receives first (the backfill).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_channel::Receiver;
-use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
 use crate::collect::procs::Scanner;
 use crate::hub::{Catalog, Hub, ProducerFuture};
+use crate::lock::lock;
 use crate::logs::{Ring, Source, follow_file, follow_journal};
-use crate::sampler::{Sample, Sampler, unix_ms};
-use crate::server::App;
+use crate::protocol::{Backfill, data_frame, history_frames, unix_ms};
+use crate::sampler::{Sample, Sampler};
 
 /// Topic of the host sample, published at 1 Hz.
 pub const SYSTEM: &str = "system";
@@ -28,13 +27,17 @@ pub const PROCESSES_PERIOD: Duration = Duration::from_secs(2);
 pub const TOP_PROCESSES: usize = 15;
 /// How often the `server` topic publishes.
 pub const SERVER_PERIOD: Duration = Duration::from_secs(2);
-/// Test-only topic that publishes padded frames fast (see `TestHooks`).
+/// Topic of padded frames published fast, only for tests and the benchmark (`Config::flood`).
 pub const FLOOD: &str = "test/flood";
-/// A history frame stays under this many bytes: tungstenite keeps its write buffer at the size of
-/// the largest frame a connection ever sent, so one huge frame would cost every dashboard for life.
-pub const MAX_HISTORY_FRAME: usize = 8 * 1024;
 
-/// The daemon's topic catalogue.
+/// The daemon's view of itself, published by the `server` topic. Declared here and implemented by
+/// the shared state above this module, so topics never import it.
+pub trait DaemonView: Send + Sync + 'static {
+    /// The `server` topic's `data`: connections, hubs, the daemon's own memory and CPU.
+    fn daemon_view(&self) -> serde_json::Value;
+}
+
+/// The daemon's topic catalog.
 pub struct Topics {
     /// Source of the `system` topic.
     sampler: Arc<Sampler>,
@@ -44,8 +47,8 @@ pub struct Topics {
     running: Arc<AtomicUsize>,
     /// Process-table scans since start: proof that scanning stops when nobody watches.
     scans: Arc<AtomicU64>,
-    /// The daemon, for the `server` topic; set once the daemon's state exists.
-    app: OnceLock<Weak<App>>,
+    /// The daemon, for the `server` topic; weak because the daemon's state owns this catalog.
+    daemon: Weak<dyn DaemonView>,
     /// The last `system` history frames built, reused until the next sample.
     history: Mutex<Option<Backfill>>,
     /// Notified when a producer stops (stats watchers, tests).
@@ -56,22 +59,14 @@ pub struct Topics {
     rings: Arc<Mutex<HashMap<String, Arc<Ring>>>>,
 }
 
-/// What a new subscriber gets before live frames.
-#[derive(Clone)]
-pub struct Backfill {
-    /// Frames to send, in order.
-    pub frames: Vec<Utf8Bytes>,
-    /// Live frames with `seq` up to this are already covered by `frames` and are skipped.
-    pub covers_seq: u64,
-}
-
 impl Topics {
-    /// The catalogue over the given sources.
+    /// The catalog over the given sources; `daemon` feeds the `server` topic.
     pub fn new(
         sampler: Arc<Sampler>,
         flood: Option<(Duration, usize)>,
         logs: Vec<(String, Source)>,
         changed: Arc<event_listener::Event>,
+        daemon: Weak<dyn DaemonView>,
     ) -> Topics {
         Topics {
             changed,
@@ -84,20 +79,15 @@ impl Topics {
             flood,
             running: Arc::new(AtomicUsize::new(0)),
             scans: Arc::new(AtomicU64::new(0)),
-            app: OnceLock::new(),
+            daemon,
             history: Mutex::new(None),
         }
-    }
-
-    /// Gives the `server` topic its view of the daemon.
-    pub fn set_app(&self, app: Weak<App>) {
-        let _ = self.app.set(app);
     }
 
     /// The `system` history frames, built once per sample however many subscribe meanwhile.
     fn cached_system_history(&self) -> Backfill {
         let newest = self.sampler.latest().map_or(0, |s| s.seq);
-        let mut cache = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = lock(&self.history);
         if cache.as_ref().is_none_or(|c| c.covers_seq != newest) {
             *cache = Some(system_history(
                 &self.sampler.history(),
@@ -148,25 +138,16 @@ impl Topics {
     /// What a new subscriber of `topic` receives first. For a log topic this waits (bounded) for
     /// the producer's first read.
     pub async fn backfill(&self, topic: &str) -> Backfill {
-        let empty = Backfill {
-            frames: Vec::new(),
-            covers_seq: 0,
-        };
         match topic {
             SYSTEM => self.cached_system_history(),
             t if self.logs.contains_key(t) => {
-                let ring = self
-                    .rings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(t)
-                    .cloned();
+                let ring = lock(&self.rings).get(t).cloned();
                 match ring {
                     Some(ring) => ring.backfill().await,
-                    None => empty,
+                    None => Backfill::default(),
                 }
             }
-            _ => empty,
+            _ => Backfill::default(),
         }
     }
 }
@@ -185,7 +166,7 @@ impl Catalog for Topics {
                 hub,
             ))),
             PROCESSES => Some(Box::pin(processes(self.scans.clone(), hub, running))),
-            SERVER => Some(Box::pin(server(self.app.get()?.clone(), hub, running))),
+            SERVER => Some(Box::pin(daemon_figures(self.daemon.clone(), hub, running))),
             t if self.logs.contains_key(t) => {
                 let (ring, ready) = Ring::new(t);
                 let guard = RingEntry::insert(&self.rings, t, &ring);
@@ -210,7 +191,7 @@ impl Catalog for Topics {
     }
 }
 
-/// A live log hub's ring in the catalogue; removed when the producer holding it is dropped.
+/// A live log hub's ring in the catalog; removed when the producer holding it is dropped.
 struct RingEntry {
     rings: Arc<Mutex<HashMap<String, Arc<Ring>>>>,
     topic: String,
@@ -223,10 +204,7 @@ impl RingEntry {
         topic: &str,
         ring: &Arc<Ring>,
     ) -> Self {
-        rings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(topic.to_string(), ring.clone());
+        lock(rings).insert(topic.to_string(), ring.clone());
         RingEntry {
             rings: rings.clone(),
             topic: topic.to_string(),
@@ -237,7 +215,7 @@ impl RingEntry {
 
 impl Drop for RingEntry {
     fn drop(&mut self) {
-        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rings = lock(&self.rings);
         // A newer hub of the same topic may have put its own ring here already: leave that one.
         let ours = rings
             .get(&self.topic)
@@ -310,15 +288,15 @@ async fn processes(scans: Arc<AtomicU64>, hub: Weak<Hub>, _running: Running) {
     }
 }
 
-/// Publishes the daemon's own figures every `SERVER_PERIOD`.
-async fn server(app: Weak<App>, hub: Weak<Hub>, _running: Running) {
+/// Publishes the daemon's own figures (the `server` topic) every `SERVER_PERIOD`.
+async fn daemon_figures(daemon: Weak<dyn DaemonView>, hub: Weak<Hub>, _running: Running) {
     let mut timer = smol::Timer::interval(SERVER_PERIOD);
     loop {
         {
-            let (Some(app), Some(hub)) = (app.upgrade(), hub.upgrade()) else {
+            let (Some(daemon), Some(hub)) = (daemon.upgrade(), hub.upgrade()) else {
                 return;
             };
-            let data = app.server_view().to_string();
+            let data = daemon.daemon_view().to_string();
             let seq = hub.next_seq();
             hub.publish(seq, data_frame(SERVER, seq, unix_ms(), &data));
         }
@@ -354,53 +332,6 @@ async fn flood(period: Duration, size: usize, hub: Weak<Hub>, _running: Running)
     }
 }
 
-/// `{"type":"data","topic":..,"seq":..,"ts":..,"data":..}` around already-serialized `data`.
-pub fn data_frame(topic: &str, seq: u64, ts: u64, data: &str) -> Utf8Bytes {
-    let topic = serde_json::to_string(topic).expect("a string serializes");
-    Utf8Bytes::from(format!(
-        "{{\"type\":\"data\",\"topic\":{topic},\"seq\":{seq},\"ts\":{ts},\"data\":{data}}}"
-    ))
-}
-
-/// History as `{"type":"history","topic":..,"data":[{seq,ts,data},..]}` frames, oldest first,
-/// each under `MAX_HISTORY_FRAME` bytes (an item larger than that gets a frame of its own). `extra`
-/// (e.g. `"host":{..},`) goes into the first frame only. Items are `(seq, ts, data JSON)`.
-pub fn history_frames(topic: &str, extra: &str, items: &[(u64, u64, &str)]) -> Backfill {
-    let topic_json = serde_json::to_string(topic).expect("a string serializes");
-    let head = format!("{{\"type\":\"history\",\"topic\":{topic_json},\"data\":[");
-    let first_head = format!("{{\"type\":\"history\",\"topic\":{topic_json},{extra}\"data\":[");
-    let mut frames = Vec::new();
-    let mut cur = String::new();
-    for (seq, ts, data) in items {
-        let mut item = String::with_capacity(data.len() + 48);
-        let _ = write!(item, "{{\"seq\":{seq},\"ts\":{ts},\"data\":{data}}}");
-        if !cur.is_empty() && cur.len() + 1 + item.len() + 2 > MAX_HISTORY_FRAME {
-            cur.push_str("]}");
-            frames.push(Utf8Bytes::from(std::mem::take(&mut cur)));
-        }
-        if cur.is_empty() {
-            cur.push_str(if frames.is_empty() {
-                &first_head
-            } else {
-                &head
-            });
-        } else {
-            cur.push(',');
-        }
-        cur.push_str(&item);
-    }
-    if cur.is_empty() {
-        // Always one history frame, even if empty, so a client knows live data comes next.
-        cur.push_str(&first_head);
-    }
-    cur.push_str("]}");
-    frames.push(Utf8Bytes::from(cur));
-    Backfill {
-        frames,
-        covers_seq: items.last().map_or(0, |i| i.0),
-    }
-}
-
 /// The `system` history: the sampler's ring, with `host` in the first frame.
 /// `capacity` (the `--history` length in samples) goes in as `history_seconds`, so a client can
 /// size its graphs.
@@ -416,6 +347,7 @@ pub fn system_history(samples: &[Arc<Sample>], host: &str, capacity: usize) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MAX_HISTORY_FRAME;
 
     fn sample(seq: u64, pad: usize) -> Arc<Sample> {
         Arc::new(Sample {
@@ -423,17 +355,6 @@ mod tests {
             ts: 1000 + seq,
             data: format!("{{\"p\":\"{}\"}}", "x".repeat(pad)).into_boxed_str(),
         })
-    }
-
-    #[test]
-    fn data_frame_is_valid_json_with_contract_fields() {
-        let f = data_frame("system", 7, 123, "{\"a\":1}");
-        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
-        assert_eq!(v["type"], "data");
-        assert_eq!(v["topic"], "system");
-        assert_eq!(v["seq"], 7);
-        assert_eq!(v["ts"], 123);
-        assert_eq!(v["data"]["a"], 1);
     }
 
     #[test]

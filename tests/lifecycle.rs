@@ -343,7 +343,7 @@ fn slow_subscriber_neither_delays_a_fast_one_nor_grows_without_bound() {
             );
             let v = next_of_type(&mut fast, "data").await;
             let ts = v["ts"].as_u64().unwrap();
-            let now = edgemon::sampler::unix_ms();
+            let now = edgemon::protocol::unix_ms();
             worst = worst.max(Duration::from_millis(now.saturating_sub(ts)));
             frames += 1;
             if slow_gone_at.is_none() && srv.app.limits.active() == 1 {

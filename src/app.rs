@@ -1,0 +1,168 @@
+//! The daemon's shared state: one `App` per daemon, below the server and above everything it
+//! wires together (sampler, topics, hubs, admission). Its JSON views (`/api/websocket/stats`, the
+//! `server` topic) live here too, beside the figures they read.
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use async_channel::Receiver;
+use event_listener::Event as Changed;
+use smol::Executor;
+
+use crate::config::Config;
+use crate::hub::Registry;
+use crate::limits::Limits;
+use crate::logs::Source;
+use crate::sampler::Sampler;
+use crate::topics::{DaemonView, Topics};
+
+/// State shared by every task of one daemon.
+pub struct App {
+    /// The validated configuration: every limit and timeout a task applies comes from here.
+    pub config: Config,
+    /// Admission counters (global and per IP): the upgrade takes a slot, the connection's `Drop`
+    /// gives it back, so the counts are right whichever way a connection ends.
+    pub limits: Arc<Limits>,
+    /// Live hubs by topic: connections subscribe here; a hub and its producer exist only while
+    /// someone listens (plus the linger).
+    pub registry: Arc<Registry>,
+    /// Which topics exist and what feeds them; the registry asks it for producers.
+    pub topics: Arc<Topics>,
+    /// The measuring thread's cache: the request path reads it and never measures itself.
+    pub sampler: Arc<Sampler>,
+    /// Closed at shutdown; every task races its waits against it, so none outlives the drain.
+    pub shutdown: Receiver<()>,
+    /// Notified when connections, hubs or producers change: stats watchers and tests wait on it
+    /// instead of sleeping.
+    pub changed: Arc<Changed>,
+    /// When the daemon started, for uptime figures.
+    pub started: Instant,
+    /// Where tasks are spawned; weak so no task keeps the executor (and so itself) alive. Reached
+    /// only through [`App::spawn`].
+    ex: Weak<Executor<'static>>,
+}
+
+impl App {
+    /// Starts the sampler thread and wires the topics, hubs and admission counters of one daemon
+    /// whose tasks run on `ex` and wind down when `shutdown` closes.
+    pub fn new(
+        config: Config,
+        ex: &Arc<Executor<'static>>,
+        shutdown: Receiver<()>,
+    ) -> io::Result<Arc<App>> {
+        let changed = Arc::new(Changed::new());
+        let sampler = Arc::new(Sampler::start(config.history, config.sys_root.clone())?);
+        let limits = Arc::new(Limits::new(
+            config.max_connections,
+            config.max_per_ip,
+            notifier(&changed),
+        ));
+        let logs = log_sources(&config);
+        // The `server` topic reads this very state: the catalog gets a weak handle to it.
+        Ok(Arc::new_cyclic(|me: &Weak<App>| {
+            let me: Weak<dyn DaemonView> = me.clone();
+            let topics = Arc::new(Topics::new(
+                sampler.clone(),
+                config.flood,
+                logs,
+                changed.clone(),
+                me,
+            ));
+            let registry = Registry::new(
+                topics.clone(),
+                Arc::downgrade(ex),
+                config.hub_linger,
+                notifier(&changed),
+            );
+            App {
+                config,
+                limits,
+                registry,
+                topics,
+                sampler,
+                shutdown,
+                changed,
+                started: Instant::now(),
+                ex: Arc::downgrade(ex),
+            }
+        }))
+    }
+
+    /// Runs `task` on the daemon's executor, detached; false (and `task` dropped) once the
+    /// executor is gone, i.e. during shutdown.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> bool {
+        match self.ex.upgrade() {
+            Some(ex) => {
+                ex.spawn(task).detach();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `/api/websocket/stats`, live.
+    pub fn stats(&self) -> serde_json::Value {
+        let (per_ip, total) = self.limits.rejected();
+        serde_json::json!({
+            "status": "healthy",
+            "active_connections": self.limits.active(),
+            "max_connections": self.limits.max_total,
+            "max_per_ip": self.limits.max_per_ip,
+            "hubs": self.registry.stats(),
+            "connections_total": self.limits.connections_total(),
+            "rejected_total": per_ip + total,
+            "rejected": { "per_ip": per_ip, "max_connections": total },
+            "producers": self.topics.running(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+        })
+    }
+}
+
+impl DaemonView for App {
+    fn daemon_view(&self) -> serde_json::Value {
+        let own = self.sampler.own();
+        let per_ip: Vec<_> = self
+            .limits
+            .per_ip()
+            .into_iter()
+            .map(|(ip, n)| serde_json::json!({ "ip": ip.to_string(), "connections": n }))
+            .collect();
+        let frames_sent: u64 = self.registry.topic_counters().iter().map(|c| c.1).sum();
+        serde_json::json!({
+            "active_connections": self.limits.active(),
+            "connections_total": self.limits.connections_total(),
+            "per_ip": per_ip,
+            "hubs": self.registry.stats(),
+            "rss": own.rss,
+            "cpu": own.cpu,
+            "uptime": self.started.elapsed().as_secs(),
+            "frames_sent": frames_sent,
+        })
+    }
+}
+
+/// A callback that wakes every waiter on `changed`.
+fn notifier(changed: &Arc<Changed>) -> Box<dyn Fn() + Send + Sync> {
+    let changed = changed.clone();
+    Box::new(move || {
+        changed.notify(usize::MAX);
+    })
+}
+
+/// The configured log topics (`--log` files, then `--journal` units) by name.
+fn log_sources(config: &Config) -> Vec<(String, Source)> {
+    let files = config
+        .logs
+        .iter()
+        .map(|(name, path)| (name.clone(), Source::File(path.clone())));
+    let journals = config.journals.iter().map(|(name, unit)| {
+        let source = Source::Journal {
+            unit: unit.clone(),
+            dir: config.journal_dir.clone(),
+        };
+        (name.clone(), source)
+    });
+    files.chain(journals).collect()
+}
