@@ -10,7 +10,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 /// edgemon: watch this host live from any browser on the LAN.
-#[derive(FromArgs, Debug, Default)]
+#[derive(FromArgs, Debug)]
 pub struct Flags {
     /// address to serve HTTP and WebSocket on (default 0.0.0.0:9753)
     #[argh(option, default = "String::from(\"0.0.0.0:9753\")")]
@@ -136,22 +136,10 @@ pub fn bench_flood(value: &str) -> Result<(Duration, usize), String> {
 }
 
 impl Default for Config {
+    /// What an empty command line gives: the defaults are written once, in the flag parser.
     fn default() -> Self {
-        Config::from_flags(&Flags {
-            listen: "0.0.0.0:9753".into(),
-            max_connections: "256".into(),
-            max_per_ip: "5".into(),
-            ping_interval: "30s".into(),
-            pong_timeout: "10s".into(),
-            idle_timeout: "300s".into(),
-            write_timeout: "10s".into(),
-            send_queue: "64".into(),
-            hub_linger: "5s".into(),
-            history: "300s".into(),
-            log_level: "info".into(),
-            ..Flags::default()
-        })
-        .expect("the defaults are valid")
+        let flags = Flags::from_args(&["edgemon"], &[]).expect("no flag is required");
+        Config::from_flags(&flags).expect("the defaults are valid")
     }
 }
 
@@ -377,6 +365,42 @@ mod tests {
         assert_eq!(c.hub_linger, Duration::from_secs(5));
         assert_eq!(c.history, Duration::from_secs(300));
         assert_eq!(c.log_level, log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn every_default_in_the_help_is_the_default_that_applies() {
+        let help = Flags::from_args(&["edgemon"], &["--help"])
+            .unwrap_err()
+            .output;
+        let default = format!("{:?}", Config::default());
+        // One entry per flag: argh wraps long descriptions onto indented lines.
+        let mut entries: Vec<String> = Vec::new();
+        for line in help.lines() {
+            match entries.last_mut() {
+                Some(e) if !line.trim_start().starts_with("--") && line.starts_with("   ") => {
+                    e.push(' ');
+                    e.push_str(line.trim());
+                }
+                _ => entries.push(line.trim().to_string()),
+            }
+        }
+        let mut checked = 0;
+        for entry in &entries {
+            let (Some(flag), Some((_, rest))) = (
+                entry
+                    .split_whitespace()
+                    .next()
+                    .filter(|w| w.starts_with("--")),
+                entry.split_once("(default "),
+            ) else {
+                continue;
+            };
+            let value = rest.trim_end_matches(')');
+            let given = format!("{:?}", flags(&[flag, value]).unwrap());
+            assert_eq!(given, default, "{flag}: the help says {value}");
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} defaults found in:\n{help}");
     }
 
     #[test]

@@ -1,52 +1,56 @@
 //! The `edgemon` binary: flags, logging, signals; everything else is in the library.
+//!
+//! `main` calls [`run`] and is the one place that prints an error and picks the exit status:
+//! 0 after a clean stop (or `--help`), 2 for a bad flag or environment value, 1 when the daemon
+//! cannot start.
 
 use std::process::ExitCode;
-
 use std::sync::Arc;
 
 use edgemon::config::{BENCH_FLOOD_ENV, bench_flood};
 use edgemon::notify::{Notifier, watchdog_interval};
+use edgemon::topics::FLOOD;
 use edgemon::{Config, Flags, Server};
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 
+/// Why the binary stops before serving, and so its exit status.
+enum Exit {
+    /// `--help`: the text goes to stdout, status 0.
+    Help(String),
+    /// A bad flag or environment value: status 2.
+    Usage(String),
+    /// Logging could not start: status 1, said on stderr.
+    NoLog(String),
+    /// The daemon could not start (listen, signals): status 1, in the log.
+    Failed(String),
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let argv: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let flags = match <Flags as argh::FromArgs>::from_args(&["edgemon"], &argv) {
-        Ok(f) => f,
-        Err(early) if early.status.is_ok() => {
-            // --help
-            print!("{}", early.output);
-            return ExitCode::SUCCESS;
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit::Help(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
-        Err(early) => {
-            eprintln!(
-                "edgemon: {}\nRun 'edgemon --help' for the flags.",
-                early.output.trim()
-            );
-            return ExitCode::from(2);
+        Err(Exit::Usage(msg)) => {
+            eprintln!("edgemon: {msg}");
+            ExitCode::from(2)
         }
-    };
-    let mut config = match Config::from_flags(&flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("edgemon: {e}");
-            return ExitCode::from(2);
+        Err(Exit::NoLog(msg)) => {
+            eprintln!("edgemon: {msg}");
+            ExitCode::FAILURE
         }
-    };
-    // The benchmark's synthetic topic; never on unless the environment asks for it.
-    if let Ok(v) = std::env::var(BENCH_FLOOD_ENV) {
-        match bench_flood(&v) {
-            Ok(f) => config.flood = Some(f),
-            Err(e) => {
-                eprintln!("edgemon: {BENCH_FLOOD_ENV}: {e}");
-                return ExitCode::from(2);
-            }
+        Err(Exit::Failed(msg)) => {
+            log::error!("{msg}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the flags, starts logging, binds, and serves until SIGTERM or SIGINT.
+fn run() -> Result<(), Exit> {
+    let config = config()?;
     let logger = simple_logger::SimpleLogger::new()
         .with_level(config.log_level)
         // Library chatter stays out of the daemon's log unless something is wrong.
@@ -54,30 +58,19 @@ fn main() -> ExitCode {
         .with_module_level("async_tungstenite", log::LevelFilter::Warn)
         .with_module_level("async_io", log::LevelFilter::Warn)
         .with_module_level("polling", log::LevelFilter::Warn);
-    if let Err(e) = logger.init() {
-        eprintln!("edgemon: cannot start logging: {e}");
-        return ExitCode::FAILURE;
-    }
+    logger
+        .init()
+        .map_err(|e| Exit::NoLog(format!("cannot start logging: {e}")))?;
     let listen = config.listen;
     let flood = config.flood;
-    let server = match Server::bind(config) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let server = Server::bind(config)
+        .map_err(|e| Exit::Failed(format!("cannot listen on {listen}: {e}")))?;
     let signals =
-        match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| Exit::Failed(format!("cannot install signal handlers: {e}")))?;
     if let Some((period, bytes)) = flood {
         log::warn!(
-            "benchmark topic test/flood is on: {bytes} bytes every {period:?} ({BENCH_FLOOD_ENV})"
+            "benchmark topic {FLOOD} is on: {bytes} bytes every {period:?} ({BENCH_FLOOD_ENV})"
         );
     }
     match server.local_addr() {
@@ -120,5 +113,30 @@ fn main() -> ExitCode {
         }
     });
     log::info!("stopped");
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+/// The validated configuration from the command line and the benchmark's environment variable.
+fn config() -> Result<Config, Exit> {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let argv: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let flags = <Flags as argh::FromArgs>::from_args(&["edgemon"], &argv).map_err(|early| {
+        if early.status.is_ok() {
+            Exit::Help(early.output)
+        } else {
+            Exit::Usage(format!(
+                "{}\nRun 'edgemon --help' for the flags.",
+                early.output.trim()
+            ))
+        }
+    })?;
+    let mut config = Config::from_flags(&flags).map_err(|e| Exit::Usage(e.to_string()))?;
+    // The benchmark's synthetic topic; never on unless the environment asks for it.
+    if let Ok(v) = std::env::var(BENCH_FLOOD_ENV) {
+        config.flood =
+            Some(bench_flood(&v).map_err(|e| Exit::Usage(format!("{BENCH_FLOOD_ENV}: {e}")))?);
+    }
+    Ok(config)
 }
