@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, the README's one test command: `bash tests/all.sh [cargo test args...]`.
+#
+# As root on Debian it first installs what the tool-dependent tests need (chromium, promtool,
+# journalctl, systemd-journal-remote, kill, node and npm), then `npm ci` for the browser driver;
+# then it runs every test, the ignored ones too (`--include-ignored`): a tool that is still
+# missing fails its test, which names it. Plain `cargo test` skips those tests and says so in
+# its summary ("N ignored", each with the reason).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool -> Debian package
+declare -A need=(
+  [chromium]=chromium
+  [promtool]=prometheus
+  [journalctl]=systemd
+  [kill]=procps
+  [node]=nodejs
+  [npm]=npm
+)
+missing=()
+for tool in "${!need[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${need[$tool]}")
+done
+if ! [ -x /lib/systemd/systemd-journal-remote ] && ! [ -x /usr/lib/systemd/systemd-journal-remote ]; then
+  missing+=(systemd-journal-remote)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "tests/all.sh: installing ${missing[*]} (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "tests/all.sh: not root (or no apt-get): cannot install ${missing[*]}; the tests that need them will fail" >&2
+  fi
+fi
+
+# The browser driver (playwright-core, which uses the system chromium), pinned by the lock file.
+if command -v npm >/dev/null 2>&1; then
+  lock=tests/browser/package-lock.json
+  stamp=tests/browser/node_modules/.package-lock.json
+  if ! [ -d tests/browser/node_modules/playwright-core ] || [ "$lock" -nt "$stamp" ]; then
+    npm ci --prefix tests/browser --no-audit --no-fund
+  fi
+fi
+
+exec cargo test --locked "$@" -- --include-ignored
