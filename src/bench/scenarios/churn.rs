@@ -9,9 +9,9 @@ use edgemon::topics::FLOOD;
 
 use crate::client::{Client, source_ip, within};
 use crate::daemon::Proc;
-use crate::report::{Budget, Gate, Report};
+use crate::report::{Gate, Report};
 
-use super::{CHURN_RSS_MIB, MIB, Mark, Plan, parallel, settle};
+use super::{MIB, Mark, Plan, parallel, rss_growth, settle};
 
 /// Connect/subscribe/disconnect cycles, half of them abrupt; every figure must come back.
 pub(super) async fn churn(r: &mut Report, plan: &Plan, d: &Proc, baseline: Mark) -> io::Result<()> {
@@ -75,14 +75,12 @@ pub(super) async fn churn(r: &mut Report, plan: &Plan, d: &Proc, baseline: Mark)
         "after warm-up and fan-out",
     );
     r.info(s, "RSS after", after.rss_kib as f64 / MIB, "MiB", "");
-    r.check(
-        s,
-        "RSS after − before",
-        (after.rss_kib as f64 - baseline.rss_kib as f64) / MIB,
-        "MiB",
-        Budget::AtMost(CHURN_RSS_MIB),
+    rss_growth(
+        r,
+        (s, "RSS after − before"),
+        &baseline,
+        &after,
         Gate::Always,
-        "",
     );
     r.must_be_zero(
         s,

@@ -19,24 +19,20 @@ pub(super) async fn idle_and_dashboard(r: &mut Report, plan: &Plan, d: &Proc) ->
     // Let the sampler take its first readings (and the allocator settle) before reading RSS.
     smol::Timer::after(Duration::from_secs(3)).await;
     let pid = d.pid();
-    r.check(
-        "idle",
-        "RSS after start",
-        procfs::rss_kib(pid) as f64 / MIB,
-        "MiB",
-        Budget::AtMost(IDLE_RSS_MIB),
-        Gate::Full,
-        "",
-    );
-    r.check(
-        "idle",
-        "PSS after start",
-        procfs::pss_kib(pid) as f64 / MIB,
-        "MiB",
-        Budget::AtMost(IDLE_RSS_MIB),
-        Gate::Full,
-        "",
-    );
+    for (figure, kib) in [
+        ("RSS after start", procfs::rss_kib(pid)),
+        ("PSS after start", procfs::pss_kib(pid)),
+    ] {
+        r.check(
+            "idle",
+            figure,
+            kib as f64 / MIB,
+            "MiB",
+            Budget::AtMost(IDLE_RSS_MIB),
+            Gate::Full,
+            "",
+        );
+    }
     let secs = plan.window.as_secs();
     let cpu = cpu_over(pid, plan.window).await;
     r.check(

@@ -13,7 +13,7 @@ use crate::procfs;
 use crate::report::{Budget, Gate, Report, quantile};
 
 use super::sink::{Sink, spawn_readers, stop_readers};
-use super::{CHURN_RSS_MIB, MIB, P99_MS, Plan, SLOW_RSS_MIB, close_all, open, settle, warm_up};
+use super::{MIB, P99_MS, Plan, SLOW_RSS_MIB, close_all, open, rss_growth, settle, warm_up};
 
 /// Subscribers that never read beside ones that do, on a 100 frames/s topic.
 pub(super) async fn slow_consumers(r: &mut Report, plan: &Plan, d: &Proc) -> io::Result<()> {
@@ -99,14 +99,12 @@ pub(super) async fn slow_consumers(r: &mut Report, plan: &Plan, d: &Proc) -> io:
     all.extend(readers_left);
     close_all(all).await;
     let after = settle(d).await?;
-    r.check(
-        s,
-        "RSS after all closed, over baseline",
-        (after.rss_kib as f64 - base.rss_kib as f64) / MIB,
-        "MiB",
-        Budget::AtMost(CHURN_RSS_MIB),
+    rss_growth(
+        r,
+        (s, "RSS after all closed, over baseline"),
+        &base,
+        &after,
         Gate::Always,
-        "",
     );
     Ok(())
 }
