@@ -12,6 +12,8 @@ use event_listener::Event as Changed;
 use smol::Executor;
 
 use crate::config::Config;
+use crate::host::AllowedHosts;
+use crate::http_slots::HttpSlots;
 use crate::hub::Registry;
 use crate::limits::Limits;
 use crate::logs::Source;
@@ -22,9 +24,13 @@ use crate::topics::{DaemonView, Topics};
 pub struct App {
     /// The validated configuration: every limit and timeout a task applies comes from here.
     pub config: Config,
-    /// Admission counters (global and per IP): the upgrade takes a slot, the connection's `Drop`
-    /// gives it back, so the counts are right whichever way a connection ends.
+    /// Admission counters (global, per IP, per /64): the upgrade takes a slot, the connection's
+    /// `Drop` gives it back, so the counts are right whichever way a connection ends.
     pub limits: Arc<Limits>,
+    /// Plain-HTTP connection caps: without them idle keep-alive connections take every descriptor.
+    pub http_slots: Arc<HttpSlots>,
+    /// The names this daemon answers to (the DNS-rebinding guard), fixed at start.
+    pub hosts: AllowedHosts,
     /// Live hubs by topic: connections subscribe here; a hub and its producer exist only while
     /// someone listens (plus the linger).
     pub registry: Arc<Registry>,
@@ -60,6 +66,11 @@ impl App {
             notifier(&changed),
         ));
         let logs = log_sources(&config);
+        let http_slots = Arc::new(HttpSlots::new(config.max_per_ip, config.max_connections));
+        let hosts = AllowedHosts::new(
+            AllowedHosts::system_hostname().as_deref(),
+            &config.allow_hosts,
+        );
         // The `server` topic reads this very state: the catalog gets a weak handle to it.
         Ok(Arc::new_cyclic(|me: &Weak<App>| {
             let me: Weak<dyn DaemonView> = me.clone();
@@ -79,6 +90,8 @@ impl App {
             App {
                 config,
                 limits,
+                http_slots,
+                hosts,
                 registry,
                 topics,
                 sampler,
@@ -112,8 +125,15 @@ impl App {
             "max_per_ip": self.limits.max_per_ip,
             "hubs": self.registry.stats(),
             "connections_total": self.limits.connections_total(),
+            "http_connections": self.http_slots.open(),
             "rejected_total": per_ip + total,
             "rejected": { "per_ip": per_ip, "max_connections": total },
+            "refused": self
+                .limits
+                .refused()
+                .into_iter()
+                .map(|(why, n)| (why.label().to_string(), n.into()))
+                .collect::<serde_json::Map<_, _>>(),
             "producers": self.topics.running(),
             "uptime_seconds": self.started.elapsed().as_secs(),
         })

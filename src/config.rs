@@ -54,6 +54,10 @@ pub struct Flags {
     /// extra browser origins allowed to open WebSockets (repeatable)
     #[argh(option)]
     pub allow_origin: Vec<String>,
+    /// a further name this daemon answers to besides IP addresses, localhost and this host's
+    /// name (a DNS name or reverse proxy's; repeatable)
+    #[argh(option)]
+    pub allow_host: Vec<String>,
     /// error, warn, info, debug or trace (default info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -90,10 +94,14 @@ pub struct Config {
     pub token: Option<Secret>,
     /// Extra browser origins allowed to open WebSockets.
     pub allow_origins: Vec<String>,
+    /// Further names the Host check admits (lowercase).
+    pub allow_hosts: Vec<String>,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
     /// How long a client may take to send a complete request head (slowloris guard). Not a flag.
     pub head_timeout: Duration,
+    /// How long a keep-alive HTTP connection lives however busy it is. Not a flag.
+    pub keepalive_life: Duration,
     /// Where sysfs is mounted; tests point it at fixture trees. Not a flag.
     pub sys_root: PathBuf,
     /// Read journals from this directory (`journalctl -D`) instead of the system journal; tests
@@ -235,6 +243,11 @@ impl Config {
                 ));
             }
         }
+        let allow_hosts = f
+            .allow_host
+            .iter()
+            .map(|h| host_name("--allow-host", h))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             listen,
             max_connections,
@@ -255,8 +268,10 @@ impl Config {
                 None => None,
             },
             allow_origins: f.allow_origin.clone(),
+            allow_hosts,
             log_level,
             head_timeout: Duration::from_secs(10),
+            keepalive_life: crate::http_slots::KEEPALIVE_LIFE,
             sys_root: PathBuf::from("/sys"),
             journal_dir: None,
             flood: None,
@@ -283,6 +298,27 @@ fn positive(flag: &'static str, s: &str) -> Result<Duration, FlagError> {
         Ok(_) => Err(bad(flag, "must be longer than zero")),
         Err(m) => Err(bad(flag, m)),
     }
+}
+
+/// A DNS name (no port, no scheme): what a `Host` header may carry.
+fn host_name(flag: &'static str, s: &str) -> Result<String, FlagError> {
+    let name = s.trim().trim_end_matches('.');
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !ok {
+        return Err(bad(
+            flag,
+            format!("'{s}' is not a host name like pi.example.org (no port, no scheme)"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// `NAME=VALUE` where NAME is a safe topic suffix.
@@ -433,6 +469,8 @@ mod tests {
             (&["--journal", "ssh="], "--journal"),
             (&["--log-level", "loud"], "--log-level"),
             (&["--allow-origin", "evil.com"], "--allow-origin"),
+            (&["--allow-host", "pi.example:9753"], "--allow-host"),
+            (&["--allow-host", "http://pi"], "--allow-host"),
         ];
         for (args, flag) in cases {
             let err = flags(args).unwrap_err();

@@ -19,7 +19,10 @@
 //! - [`app`]: the shared state every task reads, and its JSON views.
 //! - [`http`], `routes`, `metrics` and [`auth`]: a GET-only HTTP/1.1 layer on httparse, the routes,
 //!   the Prometheus exposition, the optional token.
-//! - `upgrade`: the WebSocket handshake, origin check and admission (`limits`).
+//! - `upgrade`: the WebSocket handshake, origin check and admission (`limits`); `rate`: the
+//!   token buckets that keep one client's input from starving the rest.
+//! - `http_task` (one plain-HTTP connection), `host` (the DNS-rebinding guard) and
+//!   `http_slots` (caps on plain-HTTP connections).
 //! - [`server`]: the accept loop, request heads, shutdown; [`ServerHandle`] for tests.
 //! - [`config`] (flags, validated), [`notify`] (systemd), `trim` (heap back to the OS after
 //!   churn), `lock` (the one poison-tolerant mutex lock).
@@ -32,7 +35,10 @@ pub mod auth;
 pub(crate) mod collect;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod host;
 pub mod http;
+pub(crate) mod http_slots;
+pub(crate) mod http_task;
 pub(crate) mod hub;
 pub(crate) mod limits;
 pub(crate) mod lock;
@@ -40,6 +46,7 @@ pub(crate) mod logs;
 pub(crate) mod metrics;
 pub mod notify;
 pub mod protocol;
+pub(crate) mod rate;
 pub(crate) mod routes;
 pub(crate) mod sampler;
 pub mod server;

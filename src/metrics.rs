@@ -313,6 +313,18 @@ fn daemon(m: &mut Metrics, app: &App) {
         "reason",
         [("per_ip", per_ip as f64), ("max_connections", total as f64)],
     );
+    m.by_label(
+        (
+            "edgemon_clients_refused_total",
+            "counter",
+            "Clients refused or slowed by a limit since start (see the README's Security section).",
+        ),
+        "reason",
+        app.limits
+            .refused()
+            .into_iter()
+            .map(|(why, n)| (why.label(), n as f64)),
+    );
     let hubs = app.registry.stats();
     m.single(
         "edgemon_hubs",

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use crate::app::App;
 use crate::http::{Request, Response};
+use crate::limits::{Refused, prefix64, prefix64_text};
 
 /// What a request turns into.
 pub enum Routed {
@@ -23,6 +24,16 @@ pub fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
     if req.has_body {
         // Nothing here takes a body; refusing it keeps the parser from having to skip one.
         return Routed::Response(Response::error(400, "request bodies are not accepted"));
+    }
+    if host_checked(&req.path)
+        && let Some(refused) = app.hosts.check(req)
+    {
+        app.limits.refuse(Refused::Host);
+        log::debug!(
+            "http {peer}: refused Host {}",
+            req.host.as_deref().unwrap_or("")
+        );
+        return Routed::Response(refused);
     }
     Routed::Response(match req.path.as_str() {
         "/" => index(),
@@ -46,6 +57,16 @@ pub fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
             None => Response::error(404, "not found"),
         },
     })
+}
+
+/// Whether a request for `path` must pass the Host check (`host`): the dashboard, its assets,
+/// `/api/*` and `/ws*`. `/healthz`, `/metrics` and unknown paths are answered whatever the name.
+fn host_checked(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/app.js" | "/app.css" | "/favicon.svg" | "/favicon.ico" | "/ws"
+    ) || path.starts_with("/api/")
+        || path.starts_with("/ws/")
 }
 
 /// The dashboard, embedded in the binary: no files on disk, no requests to any other host.
@@ -75,11 +96,20 @@ fn index() -> Response {
 /// limit stops it. A browser cannot read the status of a refused upgrade; the dashboard asks here.
 fn admission(app: &App, peer: IpAddr) -> Response {
     let used = app.limits.per_ip_count(peer);
+    // IPv6 clients also share their /64's slots (`null` for IPv4).
+    let prefix = prefix64(peer).map(|p| {
+        serde_json::json!({
+            "prefix": prefix64_text(p),
+            "used": app.limits.per_prefix_count(p),
+            "limit": app.limits.max_per_prefix,
+        })
+    });
     Response::json(
         200,
         serde_json::json!({
             "ip": peer.to_canonical().to_string(),
             "per_ip": { "used": used, "limit": app.limits.max_per_ip },
+            "prefix": prefix,
             "total": { "used": app.limits.active(), "limit": app.limits.max_total },
         })
         .to_string(),

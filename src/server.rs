@@ -1,6 +1,6 @@
-//! The server: the accept loop, one HTTP task per TCP connection reading request heads until the
-//! connection closes or upgrades, and a shutdown that closes every client and drains within a
-//! bound. `ServerHandle` runs a daemon on a thread of its own for tests and embedding.
+//! The server: the accept loop (one `http_task` per TCP connection, a reserve descriptor for when
+//! descriptors run out), and a shutdown that closes every client and drains within a bound.
+//! `ServerHandle` runs a daemon on a thread of its own for tests and embedding.
 
 use std::future::Future;
 use std::io;
@@ -16,12 +16,11 @@ use smol::net::TcpStream;
 use smol::{Async, Executor, Timer};
 
 use crate::app::App;
-use crate::auth;
 use crate::config::Config;
 use crate::connection::panic_message;
-use crate::http::{self, HeadError, Response};
-use crate::routes::{self, Routed};
-use crate::upgrade::upgrade;
+use crate::http::Response;
+use crate::http_task::serve_http;
+use crate::limits::Refused;
 
 /// How long shutdown waits for connections to close before exiting anyway; under the contract's
 /// 5 s so the process is gone within 5 s of the signal.
@@ -121,6 +120,10 @@ async fn accept_loop(
 ) {
     let mut stop = std::pin::pin!(stop);
     let mut accepted = 0u32;
+    // One descriptor held back: out of descriptors, it is closed so the waiting client can be
+    // accepted, told why, and let go, instead of hanging in the backlog.
+    let mut reserve = std::fs::File::open("/dev/null").ok();
+    let mut accept_errors = Occasional::new(ACCEPT_ERROR_LOG_EVERY);
     loop {
         // Stop is polled first, so a flood of connections cannot hold up shutdown.
         let next = async {
@@ -148,78 +151,76 @@ async fn accept_loop(
                 .detach();
             }
             Some(Err(e)) => {
-                // Out of file descriptors or similar: say so, back off briefly, keep serving.
-                log::warn!("accept failed: {e}");
+                if out_of_descriptors(&e) && reserve.take().is_some() {
+                    app.limits.refuse(Refused::HttpCap);
+                    turn_away(listener.get_ref());
+                    reserve = std::fs::File::open("/dev/null").ok();
+                }
+                // Say so (not a line per failure: a flood would fill the journal), back off
+                // briefly, keep serving.
+                match accept_errors.due() {
+                    Some(0) => log::warn!("accept failed: {e}"),
+                    Some(more) => {
+                        log::warn!("accept failed: {e} ({more} more since the last report)")
+                    }
+                    None => {}
+                }
                 Timer::after(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-/// Serves HTTP requests on one TCP connection until it closes or upgrades.
-///
-/// `drain` is held for as long as the socket is served (and handed on to the WebSocket task), so
-/// shutdown can wait for every connection to finish.
-async fn serve_http(app: Arc<App>, mut stream: TcpStream, peer: SocketAddr, drain: Sender<()>) {
-    // Replies are tiny: let them go out at once.
-    let _ = stream.set_nodelay(true);
-    let head_timeout = app.config.head_timeout;
-    let write_timeout = app.config.write_timeout;
-    let mut buf = Vec::new();
-    loop {
-        let head = async { Some(http::read_head(&mut stream, &mut buf, head_timeout).await) }
-            .or(async {
-                let _ = app.shutdown.recv().await;
-                None
-            })
-            .await;
-        let req = match head {
-            None | Some(Ok(None)) => break,
-            Some(Ok(Some(req))) => req,
-            Some(Err(HeadError::Timeout)) => {
-                log::debug!("http {peer}: request head timed out");
-                break;
-            }
-            Some(Err(HeadError::Io(_))) => break,
-            Some(Err(refused @ (HeadError::TooLarge | HeadError::Malformed(_)))) => {
-                let r = match refused {
-                    HeadError::Malformed(why) => {
-                        Response::error(400, &format!("malformed request: {why}"))
-                    }
-                    _ => Response::error(431, "request head too large (limit 8 KiB)"),
-                };
-                // The client may not read the answer; the connection ends either way.
-                let _ = http::write_all(&mut stream, &r.to_bytes(false), write_timeout).await;
-                break;
-            }
-        };
-        // The buffer grew for this head at most; give the memory back while the connection idles.
-        buf.shrink_to(1024);
-        let keep_alive = req.keep_alive() && !req.has_body;
-        let routed = match auth::check(app.config.token.as_ref(), &req) {
-            Some(answer) => Routed::Response(answer),
-            None => routes::route(&app, &req, peer.ip()),
-        };
-        match routed {
-            Routed::Response(r) => {
-                let bytes = r.to_bytes(keep_alive);
-                if http::write_all(&mut stream, &bytes, write_timeout)
-                    .await
-                    .is_err()
-                    || !keep_alive
-                {
-                    break;
-                }
-            }
-            Routed::Upgrade(topic) => {
-                upgrade(&app, req, stream, buf, peer, topic, drain).await;
-                return;
-            }
+/// How often at most a failing `accept` is logged.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line that is written at most once per period; the ones left out are counted.
+struct Occasional {
+    every: Duration,
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl Occasional {
+    fn new(every: Duration) -> Occasional {
+        Occasional {
+            every,
+            last: None,
+            skipped: 0,
         }
     }
-    // The peer may be gone already.
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    crate::trim::note_release();
+
+    /// `Some(left out since the last line)` when a line is due now.
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|at| now < at + self.every) {
+            self.skipped += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.skipped))
+    }
+}
+
+/// Whether an accept failed for want of file descriptors (the process's or the system's).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    e.raw_os_error().is_some_and(|n| {
+        n == rustix::io::Errno::MFILE.raw_os_error() || n == rustix::io::Errno::NFILE.raw_os_error()
+    })
+}
+
+/// Accepts one waiting client with the descriptor just freed and answers 503 before closing it.
+fn turn_away(listener: &TcpListener) {
+    use std::io::Write as _;
+    let Ok((mut client, peer)) = listener.accept() else {
+        return;
+    };
+    let r =
+        Response::error(503, "out of file descriptors; retry in a moment").with("Retry-After", "5");
+    // A fresh socket's send buffer takes this at once; the client may be gone already.
+    let _ = client.set_nonblocking(true);
+    let _ = client.write_all(&r.to_bytes(false));
+    log::debug!("http {peer}: turned away, out of file descriptors");
 }
 
 /// A daemon running on a thread of its own, for tests and embedding; dropping it shuts it down.

@@ -86,8 +86,8 @@ fn admit(app: &App, req: &Request, peer: SocketAddr) -> Result<(ConnSlot, String
     Ok((slot, key))
 }
 
-/// The answer to an upgrade a limit refuses, logged: 429 over `--max-per-ip`, 503 over
-/// `--max-connections`, both with `Retry-After`.
+/// The answer to an upgrade a limit refuses, logged: 429 over `--max-per-ip` or the /64's share,
+/// 503 over `--max-connections`, each with `Retry-After`.
 fn refusal(why: Rejection, limits: &Limits, peer: SocketAddr) -> Response {
     let (status, message) = match why {
         Rejection::PerIp => {
@@ -100,6 +100,19 @@ fn refusal(why: Rejection, limits: &Limits, peer: SocketAddr) -> Response {
                 format!(
                     "too many connections from this address (limit {})",
                     limits.max_per_ip
+                ),
+            )
+        }
+        Rejection::Prefix => {
+            log::warn!(
+                "ws {peer}: refused, its /64 holds its share of {} connections",
+                limits.max_per_prefix
+            );
+            (
+                429,
+                format!(
+                    "too many connections from this network (/64, limit {})",
+                    limits.max_per_prefix
                 ),
             )
         }

@@ -53,7 +53,7 @@ fn unknown_route_is_404_and_wrong_method_is_405_with_json_errors() {
 
     let text = raw(
         srv.addr,
-        b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"DELETE /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     let r = &parse_responses(&text)[0];
     assert_eq!(r.status, 405);
@@ -65,7 +65,7 @@ fn unknown_route_is_404_and_wrong_method_is_405_with_json_errors() {
 fn hostile_requests_get_clear_answers_and_the_daemon_keeps_serving() {
     let srv = start(config());
     let huge = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
         "a".repeat(9000)
     );
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
@@ -79,53 +79,53 @@ fn hostile_requests_get_clear_answers_and_the_daemon_keeps_serving() {
         ("missing Host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
         (
             "duplicate Content-Length",
-            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nab"
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nab"
                 .to_vec(),
             400,
         ),
         (
             "body",
-            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
             400,
         ),
         (
             "chunked body",
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
             405,
         ),
         (
             "POST",
-            b"POST /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".to_vec(),
             405,
         ),
         ("HTTP/1.0", b"GET /healthz HTTP/1.0\r\n\r\n".to_vec(), 200),
         (
             "chunked GET",
-            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
             400,
         ),
         (
             "upgrade without Upgrade header",
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".to_vec(),
             426,
         ),
         (
             "upgrade without Connection: Upgrade",
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
                 .to_vec(),
             400,
         ),
         (
             "bad WebSocket key",
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"
                 .to_vec(),
             400,
         ),
         (
             "bad WebSocket version",
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
                 .to_vec(),
             426,
@@ -156,8 +156,8 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let srv = start(config());
     let text = raw(
         srv.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /api/topics HTTP/1.1\r\nHost: x\r\n\r\n\
-          GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /api/topics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\
+          GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     let r = parse_responses(&text);
     assert_eq!(
@@ -171,7 +171,7 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let mut s = TcpStream::connect(srv.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for _ in 0..2 {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 512];
         let n = s.read(&mut buf).unwrap();
@@ -264,10 +264,12 @@ fn slowloris_connections_neither_block_a_good_client_nor_outlive_the_head_timeou
     c.head_timeout = Duration::from_secs(2);
     let srv = start(c);
     let head =
-        b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    // 200 clients on 10 addresses: under the per-address cap of plain-HTTP connections.
     let mut slow: Vec<TcpStream> = (0..200)
-        .map(|_| {
-            let mut s = TcpStream::connect(srv.addr).unwrap();
+        .map(|i| {
+            let src = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 10) as u8);
+            let mut s = connect_from(src.into(), srv.addr);
             s.write_all(&head[..1]).unwrap();
             s
         })

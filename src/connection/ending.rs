@@ -6,6 +6,8 @@ use std::fmt;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::rate::{WS_BURST, WS_EMPTY_CLOSE, WS_PER_SEC};
+
 /// Why a connection ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ending {
@@ -19,6 +21,8 @@ pub(crate) enum Ending {
     Idle,
     /// `MAX_INVALID_IN_A_ROW` invalid commands in a row.
     InvalidCommands,
+    /// The client kept sending faster than its message bucket refills for `WS_EMPTY_CLOSE`.
+    RateLimited,
     /// A client message over `MAX_CLIENT_MESSAGE`; how big, where known.
     TooBig(String),
     /// The client broke the WebSocket protocol.
@@ -48,6 +52,7 @@ impl Ending {
             Ending::PongTimeout => Some((CloseCode::Policy, "pong timeout")),
             Ending::Idle => Some((CloseCode::Policy, "idle")),
             Ending::InvalidCommands => Some((CloseCode::Policy, "too many invalid commands")),
+            Ending::RateLimited => Some((CloseCode::Policy, "too many messages")),
             Ending::TooBig(_) => Some((CloseCode::Size, "message too big")),
             Ending::ProtocolError(_) => Some((CloseCode::Protocol, "protocol error")),
             Ending::InvalidUtf8 => Some((CloseCode::Invalid, "invalid UTF-8")),
@@ -85,6 +90,11 @@ impl fmt::Display for Ending {
             Ending::PongTimeout => f.write_str("pong timeout"),
             Ending::Idle => f.write_str("idle timeout"),
             Ending::InvalidCommands => f.write_str("too many invalid commands"),
+            Ending::RateLimited => write!(
+                f,
+                "message rate over {WS_PER_SEC}/s (burst {WS_BURST}) for {}s",
+                WS_EMPTY_CLOSE.as_secs()
+            ),
             Ending::TooBig(size) => write!(f, "message too big ({size})"),
             Ending::ProtocolError(e) => write!(f, "protocol error: {e}"),
             Ending::InvalidUtf8 => f.write_str("invalid UTF-8 in a text frame"),

@@ -21,14 +21,19 @@ use smol::future::FutureExt;
 use smol::net::TcpStream;
 use smol::stream::StreamExt;
 
+mod commands;
 mod ending;
+mod watched;
 
+use commands::Action;
 pub(crate) use ending::Ending;
+use watched::{Blocked, Watched};
 
 use crate::app::App;
 use crate::hub::{Frame, Subscription};
-use crate::limits::ConnSlot;
-use crate::protocol::{self, Command};
+use crate::limits::{ConnSlot, Refused};
+use crate::protocol;
+use crate::rate::{Bucket, READ_BATCH, WS_BURST, WS_EMPTY_CLOSE, WS_PER_SEC};
 
 /// Largest client message: commands are small.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -38,6 +43,10 @@ pub const MAX_SUBSCRIPTIONS: usize = 32;
 pub const MAX_INVALID_IN_A_ROW: u32 = 100;
 /// How long a close handshake may take before the socket is shut down regardless.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// A topic's backfill (its history, or its latest frame) goes to one connection at most once in
+/// this long: a subscribe/unsubscribe loop would otherwise turn each small command into kilobytes
+/// sent back.
+pub const BACKFILL_AGAIN_AFTER: Duration = Duration::from_secs(10);
 
 /// Small buffers: tungstenite's defaults commit 128 KiB per connection.
 pub fn ws_config() -> WebSocketConfig {
@@ -61,12 +70,18 @@ pub(crate) async fn serve(
 ) {
     let peer = slot.peer();
     let tcp = stream.clone();
+    let (stream, blocked) = Watched::new(stream);
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config()))
             .await;
     let (tx, rx) = async_channel::bounded(app.config.send_queue);
+    let now = Instant::now();
     let mut session = Session {
-        clock: Clock::new(Instant::now(), app.config.ping_interval),
+        clock: Clock::new(now, app.config.ping_interval),
+        bucket: Bucket::new(WS_BURST, WS_PER_SEC, now),
+        blocked,
+        since_yield: 0,
+        backfilled: Vec::new(),
         app,
         ws,
         tx,
@@ -82,6 +97,9 @@ pub(crate) async fn serve(
             Ending::Panic
         }
     };
+    if ending == Ending::RateLimited {
+        session.app.limits.refuse(Refused::WsRate);
+    }
     // Unsubscribe and release the socket before the slot, so "remaining" counts this one as gone.
     drop(session);
     // The peer may already be gone; shutting down twice is harmless.
@@ -108,7 +126,9 @@ struct Session {
     /// Configuration, shutdown signal, registry, catalog.
     app: Arc<App>,
     /// The WebSocket.
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Watched>,
+    /// Since when writes to its socket have been blocked (ours, or tungstenite's own pongs).
+    blocked: Blocked,
     /// Handed to each hub this connection subscribes to.
     tx: Sender<Frame>,
     /// This connection's queue of frames from every subscribed hub (bounded by `--send-queue`).
@@ -117,6 +137,13 @@ struct Session {
     invalid_in_a_row: u32,
     /// The ping, pong and idle deadlines.
     clock: Clock,
+    /// The client's message allowance; the socket is not read while it is empty.
+    bucket: Bucket,
+    /// Wake-ups handled since this task last yielded to the executor.
+    since_yield: u32,
+    /// When each topic's backfill last went out (entries older than `BACKFILL_AGAIN_AFTER` are
+    /// dropped, so at most one per topic of the catalog).
+    backfilled: Vec<(String, Instant)>,
 }
 
 struct Sub {
@@ -150,14 +177,6 @@ impl Clock {
     }
 }
 
-/// What a client command asks for.
-enum Action {
-    /// Send these frames back.
-    Reply(Vec<Utf8Bytes>),
-    /// Subscribe to this topic (async: the backfill may wait for its producer's first read).
-    Subscribe(String),
-}
-
 /// What woke the session.
 enum Wake {
     /// The daemon is shutting down.
@@ -180,7 +199,9 @@ impl Session {
         ending
     }
 
-    /// Serves until something ends the connection: each wake-up goes to its own method.
+    /// Serves until something ends the connection: each wake-up goes to its own method, then
+    /// every deadline is judged, whatever woke the task, and the task yields after
+    /// `READ_BATCH` wake-ups so a client with endless input cannot hold the executor.
     async fn serve(&mut self, topic: Option<String>) -> Ending {
         if let Some(topic) = topic
             && let Err(ending) = self.subscribe_and_reply(&topic).await
@@ -191,31 +212,52 @@ impl Session {
         loop {
             let step = match self.next_wake().await {
                 Wake::Shutdown => Err(Ending::Shutdown),
-                Wake::Tick => self.on_tick().await,
+                // Judged below, like after every wake-up.
+                Wake::Tick => Ok(()),
                 Wake::Frame(frame) => self.on_frame(frame).await,
                 Wake::Client(None) => Err(Ending::Gone(None)),
                 Wake::Client(Some(Err(e))) => Err(Ending::from_read(e)),
-                Wake::Client(Some(Ok(msg))) => self.on_message(msg).await,
+                Wake::Client(Some(Ok(msg))) => {
+                    self.bucket.take(Instant::now());
+                    self.on_message(msg).await
+                }
             };
             if let Err(ending) = step {
                 return ending;
+            }
+            if let Err(ending) = self.judge_deadlines().await {
+                return ending;
+            }
+            self.since_yield += 1;
+            if self.since_yield >= READ_BATCH {
+                self.since_yield = 0;
+                smol::future::yield_now().await;
             }
         }
     }
 
     /// Waits for whichever comes first. Shutdown first; the client before the timer, so a pong
-    /// that arrived while a write was blocked counts before the pong deadline is judged.
+    /// that arrived while a write was blocked counts before the pong deadline is judged. A client
+    /// whose bucket is empty is not read until a token is back.
     async fn next_wake(&mut self) -> Wake {
         let cfg = &self.app.config;
-        let deadline = match self.clock.ping_sent {
+        let may_read = self.bucket.has_token(Instant::now());
+        let mut deadline = match self.clock.ping_sent {
             Some(at) => at + cfg.pong_timeout,
             None => self.clock.next_ping,
         };
-        let deadline = if self.subs.is_empty() {
-            deadline.min(self.clock.last_client + cfg.idle_timeout)
-        } else {
-            deadline
-        };
+        if self.subs.is_empty() {
+            deadline = deadline.min(self.clock.last_client + cfg.idle_timeout);
+        }
+        if let Some(since) = self.bucket.empty_since() {
+            deadline = deadline.min(since + WS_EMPTY_CLOSE);
+        }
+        if let Some(since) = self.blocked.since() {
+            deadline = deadline.min(since + cfg.write_timeout);
+        }
+        if !may_read {
+            deadline = deadline.min(self.bucket.ready_at());
+        }
         let ws = &mut self.ws;
         let rx = &self.rx;
         let shutdown = &self.app.shutdown;
@@ -224,7 +266,13 @@ impl Session {
             let _ = shutdown.recv().await;
             Wake::Shutdown
         }
-        .or(async { Wake::Client(ws.next().await) })
+        .or(async {
+            if !may_read {
+                // Backpressure: the kernel buffers fill and the client's sends block.
+                std::future::pending::<()>().await;
+            }
+            Wake::Client(ws.next().await)
+        })
         .or(async {
             Timer::at(deadline).await;
             Wake::Tick
@@ -236,8 +284,9 @@ impl Session {
         .await
     }
 
-    /// A deadline passed: end an unanswered ping or an idle connection, or send the next ping.
-    async fn on_tick(&mut self) -> Step {
+    /// Judges every deadline now: an unanswered ping, an idle connection, a client held back
+    /// too long, a socket whose writes stay blocked; sends the next ping when it is due.
+    async fn judge_deadlines(&mut self) -> Step {
         let cfg = &self.app.config;
         let now = Instant::now();
         if self
@@ -249,6 +298,20 @@ impl Session {
         }
         if self.subs.is_empty() && now >= self.clock.last_client + cfg.idle_timeout {
             return Err(Ending::Idle);
+        }
+        if self
+            .bucket
+            .empty_since()
+            .is_some_and(|since| now >= since + WS_EMPTY_CLOSE)
+        {
+            return Err(Ending::RateLimited);
+        }
+        if self
+            .blocked
+            .since()
+            .is_some_and(|since| now >= since + cfg.write_timeout)
+        {
+            return Err(Ending::WriteTimeout);
         }
         if self.clock.ping_sent.is_none() && now >= self.clock.next_ping {
             let next_ping = now + cfg.ping_interval;
@@ -321,90 +384,6 @@ impl Session {
         self.send_all(replies).await
     }
 
-    /// Runs a client command, turning a panic in it into a 1011 close of this connection only.
-    fn command_guarded(&mut self, text: &str) -> Step<Action> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.command(text))) {
-            Ok(r) => r,
-            Err(panic) => {
-                log::error!("ws command handler panicked: {}", panic_message(&*panic));
-                Err(Ending::Panic)
-            }
-        }
-    }
-
-    /// Handles one client command; returns the frames to send back.
-    fn command(&mut self, text: &str) -> Step<Action> {
-        match protocol::parse(text) {
-            Err(e) => self.invalid(&e, None).map(Action::Reply),
-            Ok(Command::Subscribe(topic)) => Ok(Action::Subscribe(topic)),
-            Ok(Command::Unsubscribe(topic)) => {
-                self.invalid_in_a_row = 0;
-                self.subs.retain(|s| s.topic != topic);
-                Ok(Action::Reply(vec![protocol::unsubscribed(&topic)]))
-            }
-            Ok(Command::Other(op)) if op == "panic" && self.app.config.test_hooks => {
-                panic!("test hook: injected panic in a connection handler")
-            }
-            Ok(Command::Other(op)) => self
-                .invalid(
-                    &format!("unknown op '{op}' (expected subscribe or unsubscribe)"),
-                    None,
-                )
-                .map(Action::Reply),
-        }
-    }
-
-    /// Subscribes to `topic` and sends the acknowledgement and backfill (or the error frame).
-    async fn subscribe_and_reply(&mut self, topic: &str) -> Step {
-        let replies = self.subscribe(topic).await?;
-        self.send_all(replies).await
-    }
-
-    /// Subscribes to `topic`; returns the acknowledgement and the backfill, or an error frame.
-    async fn subscribe(&mut self, topic: &str) -> Step<Vec<Utf8Bytes>> {
-        if self.subs.iter().any(|s| s.topic == topic) {
-            self.invalid_in_a_row = 0;
-            return Ok(vec![protocol::subscribed(topic)]);
-        }
-        if self.subs.len() >= MAX_SUBSCRIPTIONS {
-            let msg = format!("too many subscriptions (at most {MAX_SUBSCRIPTIONS})");
-            return self.invalid(&msg, Some(topic));
-        }
-        // SECURITY: only catalog names are topics; a name never reaches the filesystem.
-        let sub = match self.app.registry.subscribe(topic, &self.tx) {
-            Ok(sub) => sub,
-            Err(e) => return self.invalid(&e.to_string(), Some(topic)),
-        };
-        self.invalid_in_a_row = 0;
-        // Taken after subscribing, so nothing published in between is missed; overlap is skipped by seq.
-        let mut backfill = self.app.topics.backfill(topic).await;
-        if backfill.frames.is_empty()
-            && let Some(last) = sub.hub().last_frame()
-        {
-            // Periodic topics: the latest frame now rather than up to a period from now.
-            backfill.covers_seq = last.seq();
-            backfill.frames.push(last.text());
-        }
-        self.subs.push(Sub {
-            topic: topic.to_string(),
-            membership: sub,
-            last_seq: backfill.covers_seq,
-            marks_gaps: self.app.topics.is_log(topic),
-        });
-        let mut out = vec![protocol::subscribed(topic)];
-        out.extend(backfill.frames);
-        Ok(out)
-    }
-
-    /// An error frame for an invalid command; too many in a row end the connection with 1008.
-    fn invalid(&mut self, error: &str, topic: Option<&str>) -> Step<Vec<Utf8Bytes>> {
-        self.invalid_in_a_row += 1;
-        if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW {
-            return Err(Ending::InvalidCommands);
-        }
-        Ok(vec![protocol::error_frame(error, topic)])
-    }
-
     /// Sends each frame; the first failure ends the connection.
     async fn send_all(&mut self, frames: Vec<Utf8Bytes>) -> Step {
         for f in frames {
@@ -455,12 +434,26 @@ impl Session {
     }
 
     /// Reads until the close handshake completes or the grace period ends; data read is discarded.
+    /// A client that keeps sending is not read past the grace period: the deadline is judged
+    /// after every message, and the task yields between batches.
     async fn finish_close(&mut self) {
+        let deadline = Instant::now() + CLOSE_GRACE;
         let ws = &mut self.ws;
-        let _ = async { while let Some(Ok(_)) = ws.next().await {} }
-            .or(async {
-                Timer::after(CLOSE_GRACE).await;
-            })
-            .await;
+        let _ = async {
+            let mut read = 0u32;
+            while let Some(Ok(_)) = ws.next().await {
+                read += 1;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                if read % READ_BATCH == 0 {
+                    smol::future::yield_now().await;
+                }
+            }
+        }
+        .or(async {
+            Timer::at(deadline).await;
+        })
+        .await;
     }
 }

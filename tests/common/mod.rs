@@ -42,6 +42,20 @@ pub fn within<T>(secs: u64, fut: impl std::future::Future<Output = T>) -> T {
     }))
 }
 
+/// A TCP connection to `addr` from the loopback address `src` (e.g. 127.0.0.7), so tests can be
+/// many clients without tripping the per-address limits.
+pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> StdTcpStream {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.into()
+}
+
 /// Opens a WebSocket to `path`.
 pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
     try_ws(addr, path).await.expect("websocket handshake")

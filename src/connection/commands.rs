@@ -1,0 +1,123 @@
+//! A connection's client commands: subscribe (with its backfill, at most once per topic per
+//! `BACKFILL_AGAIN_AFTER`), unsubscribe, and the error frames for everything else.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+
+use super::{
+    BACKFILL_AGAIN_AFTER, Ending, MAX_INVALID_IN_A_ROW, MAX_SUBSCRIPTIONS, Session, Step, Sub,
+    panic_message,
+};
+use crate::protocol::{self, Command};
+
+/// What a client command asks for.
+pub(super) enum Action {
+    /// Send these frames back.
+    Reply(Vec<Utf8Bytes>),
+    /// Subscribe to this topic (async: the backfill may wait for its producer's first read).
+    Subscribe(String),
+}
+
+impl Session {
+    /// Runs a client command, turning a panic in it into a 1011 close of this connection only.
+    pub(super) fn command_guarded(&mut self, text: &str) -> Step<Action> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.command(text))) {
+            Ok(r) => r,
+            Err(panic) => {
+                log::error!("ws command handler panicked: {}", panic_message(&*panic));
+                Err(Ending::Panic)
+            }
+        }
+    }
+
+    /// Handles one client command; returns the frames to send back.
+    fn command(&mut self, text: &str) -> Step<Action> {
+        match protocol::parse(text) {
+            Err(e) => self.invalid(&e, None).map(Action::Reply),
+            Ok(Command::Subscribe(topic)) => Ok(Action::Subscribe(topic)),
+            Ok(Command::Unsubscribe(topic)) => {
+                self.invalid_in_a_row = 0;
+                self.subs.retain(|s| s.topic != topic);
+                Ok(Action::Reply(vec![protocol::unsubscribed(&topic)]))
+            }
+            Ok(Command::Other(op)) if op == "panic" && self.app.config.test_hooks => {
+                panic!("test hook: injected panic in a connection handler")
+            }
+            Ok(Command::Other(op)) => self
+                .invalid(
+                    &format!("unknown op '{op}' (expected subscribe or unsubscribe)"),
+                    None,
+                )
+                .map(Action::Reply),
+        }
+    }
+
+    /// Subscribes to `topic` and sends the acknowledgement and backfill (or the error frame).
+    pub(super) async fn subscribe_and_reply(&mut self, topic: &str) -> Step {
+        let replies = self.subscribe(topic).await?;
+        self.send_all(replies).await
+    }
+
+    /// Subscribes to `topic`; returns the acknowledgement and the backfill, or an error frame.
+    async fn subscribe(&mut self, topic: &str) -> Step<Vec<Utf8Bytes>> {
+        if self.subs.iter().any(|s| s.topic == topic) {
+            self.invalid_in_a_row = 0;
+            return Ok(vec![protocol::subscribed(topic)]);
+        }
+        if self.subs.len() >= MAX_SUBSCRIPTIONS {
+            let msg = format!("too many subscriptions (at most {MAX_SUBSCRIPTIONS})");
+            return self.invalid(&msg, Some(topic));
+        }
+        // SECURITY: only catalog names are topics; a name never reaches the filesystem.
+        let sub = match self.app.registry.subscribe(topic, &self.tx) {
+            Ok(sub) => sub,
+            Err(e) => return self.invalid(&e.to_string(), Some(topic)),
+        };
+        self.invalid_in_a_row = 0;
+        // Taken after subscribing, so nothing published in between is missed; overlap is skipped by seq.
+        let mut backfill = self.app.topics.backfill(topic).await;
+        if backfill.frames.is_empty()
+            && let Some(last) = sub.hub().last_frame()
+        {
+            // Periodic topics: the latest frame now rather than up to a period from now.
+            backfill.covers_seq = last.seq();
+            backfill.frames.push(last.text());
+        }
+        if !self.may_backfill(topic, Instant::now()) {
+            // Sent moments ago: live frames from here on (`covers_seq` still skips the overlap).
+            backfill.frames.clear();
+        }
+        self.subs.push(Sub {
+            topic: topic.to_string(),
+            membership: sub,
+            last_seq: backfill.covers_seq,
+            marks_gaps: self.app.topics.is_log(topic),
+        });
+        let mut out = vec![protocol::subscribed(topic)];
+        out.extend(backfill.frames);
+        Ok(out)
+    }
+
+    /// Whether `topic`'s backfill may go out now (not sent in the last `BACKFILL_AGAIN_AFTER`);
+    /// if so, records that it goes out.
+    fn may_backfill(&mut self, topic: &str, now: Instant) -> bool {
+        self.backfilled
+            .retain(|(_, at)| now < *at + BACKFILL_AGAIN_AFTER);
+        if self.backfilled.iter().any(|(t, _)| t == topic) {
+            return false;
+        }
+        self.backfilled.push((topic.to_string(), now));
+        true
+    }
+
+    /// An error frame for an invalid command; too many in a row end the connection with 1008.
+    pub(super) fn invalid(&mut self, error: &str, topic: Option<&str>) -> Step<Vec<Utf8Bytes>> {
+        self.invalid_in_a_row += 1;
+        if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW {
+            return Err(Ending::InvalidCommands);
+        }
+        Ok(vec![protocol::error_frame(error, topic)])
+    }
+}
