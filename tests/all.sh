@@ -2,7 +2,8 @@
 # The whole test suite, the README's one test command: `bash tests/all.sh [cargo test args...]`.
 #
 # As root on Debian it first installs what the tool-dependent tests need (chromium, promtool,
-# journalctl, systemd-journal-remote, kill, node and npm), then `npm ci` for the browser driver;
+# journalctl, systemd-journal-remote, kill, ip, node and npm), then `npm ci` for the browser
+# driver;
 # then it runs every test, the ignored ones too (`--include-ignored`): a tool that is still
 # missing fails its test, which names it. Plain `cargo test` skips those tests and says so in
 # its summary ("N ignored", each with the reason).
@@ -15,6 +16,7 @@ declare -A need=(
   [promtool]=prometheus
   [journalctl]=systemd
   [kill]=procps
+  [ip]=iproute2
   [node]=nodejs
   [npm]=npm
 )

@@ -144,6 +144,53 @@ fn under_systemd_it_notifies_ready_pings_the_watchdog_and_says_stopping() {
 }
 
 #[test]
+fn a_ping_flood_stops_neither_the_watchdog_nor_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let path = std::env::temp_dir().join(format!("edgemon-notify-flood-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Daemon::start_with_env(
+        &[],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            // A watchdog ping every 100 ms.
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let recv = || {
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(recv().starts_with("READY=1"));
+    let ping = client_frame(0x9, b"");
+    let chunk: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 4096)
+        .collect();
+    let (flooder, _) = flood(raw_ws(d.addr), chunk, Duration::from_secs(4));
+    // Two seconds into the flood: the executor still gets to the watchdog (20 pings are due).
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while t0.elapsed() < Duration::from_secs(2) {
+        if recv() == "WATCHDOG=1" {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 5, "{pings} watchdog pings in 2 s of flood");
+    // And SIGTERM is acted on, flood or not.
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(6)).unwrap().code(), Some(0));
+    flooder.join().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn without_systemd_nothing_is_sent_and_nothing_breaks() {
     let mut d = Daemon::start_with_env(&[], &[("WATCHDOG_USEC", "200000")]);
     assert_eq!(get(d.addr, "/healthz").status, 200);

@@ -9,69 +9,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A raw WebSocket connection to `/ws`: the handshake done by hand, so the test can write frames
-/// as fast as the socket takes them without ever reading.
-fn raw_ws(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
-
-/// A client frame with a zero mask (so the payload goes as it is).
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Writes `chunk` over and over on `s` until a write fails (the daemon closed it) or `limit`
-/// passes; returns the thread and a flag that is set once writing failed.
-fn flood(mut s: TcpStream, chunk: Vec<u8>, limit: Duration) -> (JoinHandle<()>, Arc<AtomicBool>) {
-    let cut_off = Arc::new(AtomicBool::new(false));
-    let flag = cut_off.clone();
-    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-    let t = std::thread::spawn(move || {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            match s.write_all(&chunk) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => {
-                    flag.store(true, Ordering::SeqCst);
-                    return;
-                }
-            }
-        }
-    });
-    (t, cut_off)
-}
 
 /// What a well-behaved neighbour saw for `window`: `system` frames received, and the slowest
 /// `/healthz` answer, asked once a second.
@@ -320,4 +263,111 @@ fn a_rebinding_host_is_refused_where_it_matters() {
     );
     assert_eq!(ask("/", "localhost:9753", None).status, 200);
     assert_eq!(refused(&srv, "host"), 6);
+}
+
+/// Runs `ip` with `args` (in the calling thread's network namespace).
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (apt install iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs root for a network namespace of its own: run bash tests/all.sh as root"]
+fn one_slash_64_cannot_take_every_websocket_slot() {
+    // The namespace belongs to this thread alone: the daemon, its threads (spawned from here)
+    // and every client socket live in it, and nothing else of the test process is touched.
+    std::thread::spawn(|| {
+        // SAFETY: unshare(CLONE_NEWNET) takes no pointers; it moves only the calling thread into
+        // a new, empty network namespace.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {} (run as root)",
+            std::io::Error::last_os_error()
+        );
+        ip(&["link", "set", "lo", "up"]);
+        // Twelve addresses of one /64 (one host with privacy addresses), one of another.
+        for host in (1..=12)
+            .map(|i| format!("2001:db8:1:2::{i}"))
+            .chain(["2001:db8:1:3::1".into()])
+        {
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{host}/64"),
+                "dev",
+                "lo",
+                "nodad",
+            ]);
+        }
+        let mut c = config();
+        c.listen = "[::1]:0".parse().unwrap();
+        c.max_connections = 16;
+        let srv = start(c);
+        let from = |host: &str| -> std::net::IpAddr { host.parse().unwrap() };
+        within(30, async {
+            let open = |host: &'static str| {
+                let tcp = connect_from(from(host), srv.addr);
+                ws_over(
+                    smol::net::TcpStream::try_from(tcp).unwrap(),
+                    srv.addr,
+                    "/ws",
+                )
+            };
+            // Half of --max-connections (8) for the /64, whichever of its addresses ask.
+            let mut held = Vec::new();
+            for host in [
+                "2001:db8:1:2::1",
+                "2001:db8:1:2::2",
+                "2001:db8:1:2::3",
+                "2001:db8:1:2::4",
+                "2001:db8:1:2::5",
+                "2001:db8:1:2::6",
+                "2001:db8:1:2::7",
+                "2001:db8:1:2::8",
+            ] {
+                held.push(open(host).await.expect("within the /64's share"));
+            }
+            match open("2001:db8:1:2::9").await {
+                Err(async_tungstenite::tungstenite::Error::Http(r)) => {
+                    assert_eq!(r.status(), 429);
+                    let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default())
+                        .into_owned();
+                    assert!(body.contains("/64"), "{body}");
+                }
+                other => panic!("a ninth address of the /64 was not refused: {other:?}"),
+            }
+            // Everyone else still gets in.
+            held.push(open("2001:db8:1:3::1").await.expect("another /64"));
+            held.push(ws(srv.addr, "/ws").await);
+            // The refused page can ask why.
+            let mut s = connect_from(from("2001:db8:1:2::12"), srv.addr);
+            write!(
+                s,
+                "GET /api/websocket/admission HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                srv.addr
+            )
+            .unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            let a = parse_responses(&text).remove(0).json();
+            assert_eq!(a["prefix"]["prefix"], "2001:db8:1:2::/64");
+            assert_eq!(a["prefix"]["used"], 8);
+            assert_eq!(a["prefix"]["limit"], 8);
+            drop(held);
+        });
+        assert_eq!(refused(&srv, "prefix"), 1);
+    })
+    .join()
+    .unwrap();
 }

@@ -5,7 +5,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
@@ -355,4 +357,64 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A raw WebSocket connection to `/ws`: the handshake done by hand, so the test can write frames
+/// as fast as the socket takes them without ever reading.
+pub fn raw_ws(addr: SocketAddr) -> StdTcpStream {
+    let mut s = StdTcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A client frame with a zero mask (so the payload goes as it is).
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Writes `chunk` over and over on `s` until a write fails (the daemon closed it) or `limit`
+/// passes; returns the thread and a flag that is set once writing failed.
+pub fn flood(
+    mut s: StdTcpStream,
+    chunk: Vec<u8>,
+    limit: Duration,
+) -> (JoinHandle<()>, Arc<AtomicBool>) {
+    let cut_off = Arc::new(AtomicBool::new(false));
+    let flag = cut_off.clone();
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let t = std::thread::spawn(move || {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            match s.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => {
+                    flag.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    });
+    (t, cut_off)
 }
