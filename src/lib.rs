@@ -24,8 +24,9 @@
 //! - `http_task` (one plain-HTTP connection), `host` (the DNS-rebinding guard) and
 //!   `http_slots` (caps on plain-HTTP connections).
 //! - [`server`]: the accept loop, request heads, shutdown; [`ServerHandle`] for tests.
-//! - [`config`] (flags, validated), [`notify`] (systemd), `trim` (heap back to the OS after
-//!   churn), `lock` (the one poison-tolerant mutex lock).
+//! - [`config`] (flags, validated), [`notify`] (systemd), [`logging`] (a log that cannot take
+//!   the daemon down), `trim` (heap back to the OS after churn), `lock` (the one poison-tolerant
+//!   mutex lock).
 // One commented `unsafe` call exists: `malloc_trim` in `trim`; everything else is safe code.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -42,6 +43,7 @@ pub(crate) mod http_task;
 pub(crate) mod hub;
 pub(crate) mod limits;
 pub(crate) mod lock;
+pub mod logging;
 pub(crate) mod logs;
 pub(crate) mod metrics;
 pub mod notify;

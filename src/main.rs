@@ -4,6 +4,7 @@
 //! 0 after a clean stop (or `--help`), 2 for a bad flag or environment value, 1 when the daemon
 //! cannot start.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -27,18 +28,22 @@ enum Exit {
 }
 
 fn main() -> ExitCode {
+    // Written with errors ignored: a closed stdout or stderr must not turn the status into 101.
+    let say = |mut to: Box<dyn Write>, text: &str| {
+        let _ = to.write_all(text.as_bytes());
+    };
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit::Help(text)) => {
-            print!("{text}");
+            say(Box::new(std::io::stdout()), &text);
             ExitCode::SUCCESS
         }
         Err(Exit::Usage(msg)) => {
-            eprintln!("edgemon: {msg}");
+            say(Box::new(std::io::stderr()), &format!("edgemon: {msg}\n"));
             ExitCode::from(2)
         }
         Err(Exit::NoLog(msg)) => {
-            eprintln!("edgemon: {msg}");
+            say(Box::new(std::io::stderr()), &format!("edgemon: {msg}\n"));
             ExitCode::FAILURE
         }
         Err(Exit::Failed(msg)) => {
@@ -51,15 +56,7 @@ fn main() -> ExitCode {
 /// Parses the flags, starts logging, binds, and serves until SIGTERM or SIGINT.
 fn run() -> Result<(), Exit> {
     let config = config()?;
-    let logger = simple_logger::SimpleLogger::new()
-        .with_level(config.log_level)
-        // Library chatter stays out of the daemon's log unless something is wrong.
-        .with_module_level("tungstenite", log::LevelFilter::Warn)
-        .with_module_level("async_tungstenite", log::LevelFilter::Warn)
-        .with_module_level("async_io", log::LevelFilter::Warn)
-        .with_module_level("polling", log::LevelFilter::Warn);
-    logger
-        .init()
+    edgemon::logging::init(config.log_level)
         .map_err(|e| Exit::NoLog(format!("cannot start logging: {e}")))?;
     let listen = config.listen;
     let flood = config.flood;

@@ -191,6 +191,74 @@ fn a_ping_flood_stops_neither_the_watchdog_nor_sigterm() {
 }
 
 #[test]
+fn a_closed_or_full_stderr_never_takes_the_daemon_down() {
+    use std::os::unix::net::UnixDatagram;
+    let cases: [(&str, fn() -> std::process::Stdio); 2] = [
+        // A pipe whose reader is gone: every write is EPIPE.
+        ("closed pipe", std::process::Stdio::piped),
+        // Every write is ENOSPC, like stderr on a full disk.
+        ("full disk", || {
+            std::fs::File::create("/dev/full").unwrap().into()
+        }),
+    ];
+    for (name, stderr) in cases {
+        let path =
+            std::env::temp_dir().join(format!("edgemon-notify-stderr-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        // The port is chosen here: with no stderr to read, the log cannot say it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgemon"))
+            .args(["--listen", &addr.to_string(), "--log-level", "debug"])
+            .env("NOTIFY_SOCKET", &path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("READY=1 within 10 s");
+        assert!(buf[..n].starts_with(b"READY=1"), "{name}");
+        // Every connection logs an open and a close line; each write fails.
+        for _ in 0..3 {
+            within(20, async {
+                let mut ws = ws(addr, "/ws/system").await;
+                assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+                ws.close(None).await.unwrap();
+            });
+        }
+        assert_eq!(get(addr, "/healthz").status, 200, "{name}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{name}: the daemon died"
+        );
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{name}: no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0), "{name}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
 fn without_systemd_nothing_is_sent_and_nothing_breaks() {
     let mut d = Daemon::start_with_env(&[], &[("WATCHDOG_USEC", "200000")]);
     assert_eq!(get(d.addr, "/healthz").status, 200);
