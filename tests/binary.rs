@@ -193,7 +193,8 @@ fn a_ping_flood_stops_neither_the_watchdog_nor_sigterm() {
 #[test]
 fn a_closed_or_full_stderr_never_takes_the_daemon_down() {
     use std::os::unix::net::UnixDatagram;
-    let cases: [(&str, fn() -> std::process::Stdio); 2] = [
+    type MakeStderr = fn() -> std::process::Stdio;
+    let cases: [(&str, MakeStderr); 2] = [
         // A pipe whose reader is gone: every write is EPIPE.
         ("closed pipe", std::process::Stdio::piped),
         // Every write is ENOSPC, like stderr on a full disk.
