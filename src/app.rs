@@ -16,7 +16,7 @@ use crate::host::AllowedHosts;
 use crate::http_slots::HttpSlots;
 use crate::hub::Registry;
 use crate::limits::Limits;
-use crate::logs::Source;
+use crate::logs::{FileSource, Source};
 use crate::sampler::Sampler;
 use crate::topics::{DaemonView, Topics};
 
@@ -173,10 +173,17 @@ fn notifier(changed: &Arc<Changed>) -> Box<dyn Fn() + Send + Sync> {
 
 /// The configured log topics (`--log` files, then `--journal` units) by name.
 fn log_sources(config: &Config) -> Vec<(String, Source)> {
-    let files = config
-        .logs
-        .iter()
-        .map(|(name, path)| (name.clone(), Source::File(path.clone())));
+    let files = config.logs.iter().map(|(name, path)| {
+        let file = FileSource::new(path);
+        if file.path != *path {
+            log::info!(
+                "logs/{name}: following {} (the configured {} resolved once, at start)",
+                file.path.display(),
+                path.display()
+            );
+        }
+        (name.clone(), Source::File(file))
+    });
     let journals = config.journals.iter().map(|(name, unit)| {
         let source = Source::Journal {
             unit: unit.clone(),

@@ -3,8 +3,8 @@
 //! both belong to the producer future, which the hub cancels when its last subscriber has gone.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ pub const READY_WAIT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub enum Source {
     /// A file, followed like `tail -F`.
-    File(PathBuf),
+    File(FileSource),
     /// A systemd unit's journal; `dir` reads journal files from a directory instead of the system
     /// journal (tests).
     Journal {
@@ -40,6 +40,26 @@ pub enum Source {
         /// A journal directory (`journalctl -D`), or `None` for the system journal.
         dir: Option<PathBuf>,
     },
+}
+
+/// A followed file: its path, resolved once at start, and whether an operation on it is running.
+#[derive(Clone, Debug)]
+pub struct FileSource {
+    /// The path as resolved at start (symlinks in the configured path followed once, then never).
+    pub path: PathBuf,
+    /// Set while a blocking operation on the file runs, shared by every hub of the topic.
+    pub busy: Arc<AtomicBool>,
+}
+
+impl FileSource {
+    /// The file configured as `configured`: resolved now, so a configuration that points through
+    /// a symlink keeps working while the file is later opened without following any.
+    pub fn new(configured: &Path) -> FileSource {
+        FileSource {
+            path: crate::collect::tail::resolve(configured),
+            busy: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 /// The last lines of a live log topic and its current error, shared by producer and subscribers.
@@ -150,30 +170,57 @@ impl Ring {
 }
 
 /// Follows a file; the tail (and its file handle) lives in this future only.
-pub async fn follow_file(path: PathBuf, ring: Arc<Ring>, ready: Sender<()>, hub: Weak<Hub>) {
-    let mut tail = Tail::new(path);
-    let (t, first) = smol::unblock(move || {
-        let r = tail.open_at_end(BACKLOG);
-        (tail, r)
-    })
-    .await;
-    tail = t;
-    match first {
-        Ok(lines) => ring.preload(lines),
-        Err(e) => ring.set_error(None, Some(describe(tail.path(), &e))),
-    }
-    drop(ready);
-    let mut tail = Some(tail);
+///
+/// Every file operation runs on a blocking thread, and at most one at a time per file across
+/// the topic's hubs (`busy`): a read stuck on a hung mount costs one thread, however often the
+/// hub restarts meanwhile, and the pool never fills with them.
+pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, hub: Weak<Hub>) {
+    let FileSource { path, busy } = file;
+    let mut tail = Some(Tail::new(path.clone()));
+    let mut ready = Some(ready);
     loop {
-        smol::Timer::after(POLL).await;
-        let mut t = tail.take().expect("the tail comes back from every poll");
-        let (t, polled) = smol::unblock(move || {
-            let r = t.poll();
+        if ready.is_none() {
+            smol::Timer::after(POLL).await;
+        }
+        let hub_now = hub.upgrade();
+        if ready.is_none() && hub_now.is_none() {
+            return;
+        }
+        if busy.swap(true, Ordering::SeqCst) {
+            let why = format!(
+                "an earlier read of {} has not returned (a hung mount?); waiting for it",
+                path.display()
+            );
+            ring.set_error(hub_now.as_deref(), Some(why));
+            // Subscribers waiting for the first read get what there is: this error.
+            drop(ready.take());
+            continue;
+        }
+        drop(hub_now);
+        let mut t = tail.take().expect("the tail comes back from every read");
+        let first = ready.is_some();
+        let done = busy.clone();
+        let (t, read) = smol::unblock(move || {
+            let r = if first {
+                t.open_at_end(BACKLOG)
+            } else {
+                t.poll()
+            };
+            done.store(false, Ordering::SeqCst);
             (t, r)
         })
         .await;
+        if let Some(ready) = ready.take() {
+            match read {
+                Ok(lines) => ring.preload(lines),
+                Err(e) => ring.set_error(None, Some(describe(t.path(), &e))),
+            }
+            drop(ready);
+            tail = Some(t);
+            continue;
+        }
         let Some(hub) = hub.upgrade() else { return };
-        match polled {
+        match read {
             Ok(lines) => {
                 ring.set_error(Some(&hub), None);
                 for line in &lines {

@@ -171,9 +171,9 @@ impl Catalog for Topics {
                 let (ring, ready) = Ring::new(t);
                 let guard = RingEntry::insert(&self.rings, t, &ring);
                 let fut: ProducerFuture = match self.logs[t].clone() {
-                    Source::File(path) => Box::pin(async move {
+                    Source::File(file) => Box::pin(async move {
                         let _held = (guard, running);
-                        follow_file(path, ring, ready, hub).await;
+                        follow_file(file, ring, ready, hub).await;
                     }),
                     Source::Journal { unit, dir } => Box::pin(async move {
                         let _held = (guard, running);

@@ -295,3 +295,84 @@ fn a_connection_holds_at_most_32_subscriptions() {
         );
     });
 }
+
+#[test]
+fn a_fifo_at_a_log_path_is_refused_at_once_and_holds_no_thread() {
+    let d = temp("fifo");
+    let p = d.0.join("pipe.log");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut c = with_log("pipe", &p);
+    c.hub_linger = Duration::ZERO;
+    let srv = start(c);
+    within(30, async {
+        // Every subscribe starts the hub anew; each open must come back at once (a blocking open
+        // of a FIFO with no writer never returns, and held a pool thread per hub start).
+        for _ in 0..20 {
+            let mut ws = ws(srv.addr, "/ws/logs/pipe").await;
+            assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+            let (lines, err) = history_lines(&mut ws).await;
+            assert!(lines.is_empty());
+            assert_eq!(err["type"], "error", "{err}");
+            let text = err["error"].as_str().unwrap();
+            assert!(text.contains("not a regular file (a FIFO)"), "{text}");
+            drop(ws);
+            assert!(srv.wait_until(Duration::from_secs(10), |s| s["producers"] == 0));
+        }
+    });
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}
+
+#[test]
+fn a_log_path_swapped_for_a_symlink_is_not_followed() {
+    let d = temp("swap");
+    let p = d.0.join("app.log");
+    let secret = d.0.join("secret");
+    std::fs::write(&secret, "root:SECRET-HASH:19000:0:99999:7:::\n").unwrap();
+    append(&p, "before the swap\n");
+    let srv = start(with_log("app", &p));
+    within(30, async {
+        let mut ws = ws(srv.addr, "/ws/logs/app").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        let hist = next_json(&mut ws).await;
+        assert_eq!(hist["data"][0]["data"]["line"], "before the swap", "{hist}");
+        // Replace the log by a symlink to the secret (rename is atomic), then grow the secret.
+        let link = d.0.join("link.tmp");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        std::fs::rename(&link, &p).unwrap();
+        append(&secret, "more secret\n");
+        let err = next_of_type(&mut ws, "error").await;
+        let text = err["error"].as_str().unwrap();
+        assert!(text.contains("restart edgemon to follow it"), "{text}");
+        // Nothing of the secret ever arrives; a real file in its place is followed again.
+        std::fs::remove_file(&p).unwrap();
+        append(&p, "a real file again\n");
+        let line = next_line(&mut ws).await;
+        assert_eq!(line, "a real file again");
+    });
+    let body = get(srv.addr, "/healthz").body;
+    assert_eq!(body, "ok\n");
+}
+
+#[test]
+fn a_configured_path_through_a_symlink_keeps_working() {
+    let d = temp("through");
+    let real = d.0.join("real.log");
+    let link = d.0.join("configured.log");
+    append(&real, "first\n");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let srv = start(with_log("app", &link));
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws/logs/app").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        let hist = next_json(&mut ws).await;
+        assert_eq!(hist["data"][0]["data"]["line"], "first", "{hist}");
+        append(&real, "second\n");
+        assert_eq!(next_line(&mut ws).await, "second");
+    });
+}

@@ -90,7 +90,7 @@ impl Tail {
             return Ok(lines);
         }
         let current = self.file.as_ref().map(|f| f.id);
-        match std::fs::metadata(&self.path) {
+        match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if Some((meta.dev(), meta.ino())) != current => {
                 // Rotated: the old file is drained; a line left without its newline ends here.
                 lines.extend(self.flush_partial());
@@ -233,13 +233,71 @@ pub fn cap_line(mut line: String) -> String {
 }
 
 /// Opens `path` if it is a regular file (a directory opens fine on Linux, then fails every read).
+/// What a log path that became a symbolic link answers.
+pub const SYMLINK_REFUSED: &str =
+    "is a symbolic link now, which is not followed; restart edgemon to follow it";
+
+/// SECURITY: a daemon run as root streamed /etc/shadow after the configured log path was replaced
+/// by a symlink to it. The path (resolved once at start, see [`resolve`]) is opened without
+/// following a symlink in any component (`RESOLVE_NO_SYMLINKS`; `O_NOFOLLOW` for the last one
+/// where the kernel lacks `openat2`), without blocking (`O_NONBLOCK`: a FIFO would otherwise hold
+/// a blocking thread until someone writes to it), and is read only if it is a regular file.
 fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
-    let file = File::open(path)?;
+    use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
+    let flags =
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    let fd = match rustix::fs::openat2(CWD, path, flags, Mode::empty(), ResolveFlags::NO_SYMLINKS) {
+        // Kernels before 5.6, or a seccomp filter without openat2: the last component at least.
+        Err(Errno::NOSYS | Errno::PERM) => rustix::fs::open(path, flags, Mode::empty()),
+        r => r,
+    };
+    let fd = fd.map_err(|e| match e {
+        Errno::LOOP => io::Error::other(SYMLINK_REFUSED),
+        e => io::Error::from(e),
+    })?;
+    let file = File::from(fd);
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::other("not a regular file"));
+        return Err(io::Error::other(format!(
+            "not a regular file (a {}); only files are followed",
+            kind(&meta.file_type())
+        )));
     }
     Ok((file, meta))
+}
+
+/// What kind of file this is, in words.
+fn kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
+/// The configured log path with its symlinks resolved, once, at start: a configuration that
+/// points through a symlink keeps working, and later opens follow none. A file that does not
+/// exist yet is resolved through its directory.
+pub fn resolve(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// Offset where the last `n` lines of the first `len` bytes start (reading backwards in blocks).
