@@ -66,7 +66,11 @@ impl App {
             notifier(&changed),
         ));
         let logs = log_sources(&config);
-        let http_slots = Arc::new(HttpSlots::new(config.max_per_ip, config.max_connections));
+        let http_slots = Arc::new(HttpSlots::new(
+            config.max_per_ip,
+            config.max_connections,
+            notifier(&changed),
+        ));
         let hosts = AllowedHosts::new(
             AllowedHosts::system_hostname().as_deref(),
             &config.allow_hosts,

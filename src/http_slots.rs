@@ -32,6 +32,8 @@ pub struct HttpSlots {
     table: Mutex<Table>,
     /// Connection ids, rising: a lower id is an older connection.
     next_id: AtomicU64,
+    /// Called after a connection comes or goes (stats watchers, tests).
+    on_change: Box<dyn Fn() + Send + Sync>,
 }
 
 #[derive(Default)]
@@ -61,12 +63,17 @@ impl Table {
 
 impl HttpSlots {
     /// Caps for a daemon with these WebSocket limits.
-    pub fn new(max_per_ip: usize, max_connections: usize) -> HttpSlots {
+    pub fn new(
+        max_per_ip: usize,
+        max_connections: usize,
+        on_change: Box<dyn Fn() + Send + Sync>,
+    ) -> HttpSlots {
         HttpSlots {
             per_address: max_per_ip + PER_ADDRESS_EXTRA,
             total: max_connections + TOTAL_EXTRA,
             table: Mutex::new(Table::default()),
             next_id: AtomicU64::new(1),
+            on_change,
         }
     }
 
@@ -100,6 +107,8 @@ impl HttpSlots {
             },
         );
         *t.per_address.entry(ip).or_default() += 1;
+        drop(t);
+        (self.on_change)();
         Some(HttpSlot {
             slots: self.clone(),
             id,
@@ -141,6 +150,7 @@ impl HttpSlot {
 impl Drop for HttpSlot {
     fn drop(&mut self) {
         lock(&self.slots.table).remove(self.id);
+        (self.slots.on_change)();
     }
 }
 
@@ -154,7 +164,7 @@ mod tests {
 
     #[test]
     fn at_the_address_cap_the_oldest_idle_connection_of_that_address_makes_room() {
-        let slots = Arc::new(HttpSlots::new(1, 100));
+        let slots = Arc::new(HttpSlots::new(1, 100, Box::new(|| {})));
         let a = ip("10.0.0.1");
         let held: Vec<_> = (0..33).map(|_| slots.admit(a).unwrap()).collect();
         assert!(slots.admit(a).is_none(), "34th, none idle: 503");
@@ -179,7 +189,7 @@ mod tests {
 
     #[test]
     fn at_the_total_cap_any_idle_connection_makes_room() {
-        let slots = Arc::new(HttpSlots::new(1, 0));
+        let slots = Arc::new(HttpSlots::new(1, 0, Box::new(|| {})));
         let total = slots.total;
         let held: Vec<_> = (0..total)
             .map(|i| {

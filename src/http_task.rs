@@ -119,7 +119,7 @@ pub(crate) async fn serve_http(
         // The buffer grew for this head at most; give the memory back while the connection idles.
         buf.shrink_to(1024);
         let keep_alive = req.keep_alive() && !req.has_body && opened.elapsed() < cfg.keepalive_life;
-        match answer(&app, &req, peer) {
+        match answer(&app, &req, peer).await {
             Routed::Response(r) => {
                 let bytes = r.to_bytes(keep_alive);
                 if http::write_all(&mut stream, &bytes, cfg.write_timeout)
@@ -148,9 +148,9 @@ pub(crate) async fn serve_http(
 }
 
 /// One request's answer: the token check, then the route (which applies the Host check).
-fn answer(app: &App, req: &Request, peer: SocketAddr) -> Routed {
+async fn answer(app: &App, req: &Request, peer: SocketAddr) -> Routed {
     match auth::check(app.config.token.as_ref(), req) {
         Some(answer) => Routed::Response(answer),
-        None => routes::route(app, req, peer.ip()),
+        None => routes::route(app, req, peer.ip()).await,
     }
 }

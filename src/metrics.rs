@@ -5,12 +5,16 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::app::App;
+use crate::collect::SystemData;
 use crate::collect::disk::Disk;
 
-/// Exposition text for a scrape.
-pub fn render(app: &App) -> String {
+/// Exposition text for a scrape: host gauges from `data` (none before the first sample), then
+/// the daemon's own counters.
+pub fn render(app: &App, data: Option<&SystemData>) -> String {
     let mut m = Metrics::default();
-    host(&mut m, app);
+    if let Some(d) = data {
+        host(&mut m, d);
+    }
     daemon(&mut m, app);
     m.out
 }
@@ -98,12 +102,8 @@ fn unique<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
-/// Host gauges from the newest sample.
-fn host(m: &mut Metrics, app: &App) {
-    app.sampler.want_details();
-    let Some(d) = app.sampler.latest_data() else {
-        return;
-    };
+/// Host gauges from one sample.
+fn host(m: &mut Metrics, d: &SystemData) {
     let per_core = |v: &[f32]| -> Vec<(String, f64)> {
         v.iter()
             .enumerate()

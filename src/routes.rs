@@ -15,7 +15,7 @@ pub enum Routed {
 }
 
 /// Routes one request from `peer`.
-pub fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
+pub async fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
     if req.method != "GET" {
         return Routed::Response(
             Response::error(405, "only GET is supported").with("Allow", "GET"),
@@ -44,9 +44,9 @@ pub fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
         "/api/websocket/admission" => admission(app, peer),
         "/healthz" => healthz(),
         "/api/websocket/stats" => stats(app),
-        "/api/system" => system(app),
+        "/api/system" => system(app).await,
         "/api/topics" => topics(app),
-        "/metrics" => metrics(app),
+        "/metrics" => metrics(app).await,
         "/ws" => return Routed::Upgrade(None),
         path => match path.strip_prefix("/ws/") {
             // SECURITY: the topic is matched exactly against the catalog, never decoded or used as a path.
@@ -126,12 +126,12 @@ fn stats(app: &App) -> Response {
     Response::json(200, app.stats().to_string())
 }
 
-/// `GET /api/system`: the newest cached sample, with `host`.
-fn system(app: &App) -> Response {
-    app.sampler.want_details();
-    match app.sampler.latest() {
+/// `GET /api/system`: the newest sample, complete (details read on demand if nobody watched),
+/// with `host`.
+async fn system(app: &App) -> Response {
+    match app.sampler.latest_complete().await {
         // `data` is a JSON object: splice `host` in as its first member.
-        Some(s) => Response::json(
+        Some((s, _)) => Response::json(
             200,
             format!("{{\"host\":{},{}", app.sampler.host_json(), &s.data[1..]),
         ),
@@ -139,9 +139,10 @@ fn system(app: &App) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition.
-fn metrics(app: &App) -> Response {
-    let body = crate::metrics::render(app).into_bytes();
+/// `GET /metrics`: Prometheus text exposition, from the newest complete sample.
+async fn metrics(app: &App) -> Response {
+    let data = app.sampler.latest_complete().await.map(|(_, d)| d);
+    let body = crate::metrics::render(app, data.as_deref()).into_bytes();
     Response::new(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,6 +23,8 @@ pub const PERIOD: Duration = Duration::from_secs(1);
 const FIRST_SAMPLE: Duration = Duration::from_millis(300);
 /// How long one HTTP read keeps details (temperatures, network, disks) sampled.
 pub const DETAILS_AFTER_READ: Duration = Duration::from_secs(60);
+/// How long an HTTP reader waits for details the sampler thread reads for it on demand.
+pub const DETAILS_WAIT: Duration = Duration::from_secs(2);
 
 /// One serialized sample of the host.
 #[derive(Debug)]
@@ -48,6 +51,10 @@ struct Shared {
     own: Mutex<Own>,
     /// HTTP readers (`/api/system`, `/metrics`) want details until then.
     details_until: Mutex<Option<Instant>>,
+    /// A reader asked for details now and the thread has not answered yet (asks coalesce).
+    details_asked: AtomicBool,
+    /// Notified when the newest sample has gained its details on demand.
+    details_ready: event_listener::Event,
     /// What the host is, as JSON; read once at start.
     host: Box<str>,
 }
@@ -56,8 +63,8 @@ struct Shared {
 pub struct Sampler {
     /// What the thread writes and readers read.
     shared: Arc<Shared>,
-    /// Dropping this wakes the thread from its sleep and stops it.
-    stop: Option<mpsc::Sender<()>>,
+    /// Sending on it asks the thread for details now; dropping it wakes the thread and stops it.
+    wake: Option<mpsc::Sender<()>>,
     /// Joined on drop so no thread outlives its daemon.
     thread: Option<JoinHandle<()>>,
 }
@@ -85,16 +92,18 @@ impl Sampler {
             latest_data: Mutex::new(None),
             own: Mutex::new(Own::default()),
             details_until: Mutex::new(None),
+            details_asked: AtomicBool::new(false),
+            details_ready: event_listener::Event::new(),
             host: host.into_boxed_str(),
         });
-        let (stop, stopped) = mpsc::channel();
+        let (wake, woken) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn({
             let shared = shared.clone();
-            move || run(collector, &shared, &stopped)
+            move || run(collector, &shared, &woken)
         })?;
         Ok(Sampler {
             shared,
-            stop: Some(stop),
+            wake: Some(wake),
             thread: Some(thread),
         })
     }
@@ -138,9 +147,43 @@ impl Sampler {
     }
 
     /// Asks for details (temperatures, network, disks) for the next `DETAILS_AFTER_READ`: an HTTP
-    /// reader is looking. The reply in hand may still lack them; the next one will not.
+    /// reader is looking.
     pub fn want_details(&self) {
         *lock(&self.shared.details_until) = Some(Instant::now() + DETAILS_AFTER_READ);
+    }
+
+    /// The newest sample, complete, for an HTTP reader (`/api/system`, `/metrics`): if it lacks
+    /// details (nobody watched lately), the sampler thread reads them now and this waits for
+    /// them, at most `DETAILS_WAIT`. Nothing is measured on the caller's thread; a reader that
+    /// polls once in five minutes costs one details read per poll and nothing in between.
+    pub async fn latest_complete(&self) -> Option<(Arc<Sample>, Arc<SystemData>)> {
+        self.want_details();
+        let current = || Some((self.latest()?, self.latest_data()?));
+        let complete = |c: &Option<(Arc<Sample>, Arc<SystemData>)>| {
+            c.as_ref().is_some_and(|(_, d)| d.has_details())
+        };
+        // Listening before looking, so a completion in between is not missed.
+        let ready = self.shared.details_ready.listen();
+        let now = current();
+        if now.is_none() || complete(&now) {
+            return now;
+        }
+        if !self.shared.details_asked.swap(true, Ordering::SeqCst)
+            && let Some(wake) = &self.wake
+        {
+            // The thread is gone only when the daemon is: then the wait below just times out.
+            let _ = wake.send(());
+        }
+        let _ = smol::future::or(
+            async {
+                ready.await;
+            },
+            async {
+                smol::Timer::after(DETAILS_WAIT).await;
+            },
+        )
+        .await;
+        current()
     }
 
     /// Whether a producer is listening (the hub exists).
@@ -151,7 +194,7 @@ impl Sampler {
 
 impl Drop for Sampler {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.wake.take());
         if let Some(t) = self.thread.take() {
             // A panicked sampler has already logged through the panic hook; nothing more to do.
             let _ = t.join();
@@ -159,18 +202,23 @@ impl Drop for Sampler {
     }
 }
 
-/// The thread body: measure, cache, notify, sleep until the next second or until stopped.
-fn run(mut collector: Collector, shared: &Shared, stopped: &mpsc::Receiver<()>) {
+/// The thread body: measure, cache, notify, sleep until the next second or until stopped;
+/// woken early, add the details a reader asked for to the newest sample.
+fn run(mut collector: Collector, shared: &Shared, woken: &mpsc::Receiver<()>) {
     let mut seq = 0u64;
     let mut trim = crate::trim::Policy::default();
     let mut own = OwnMeter::default();
     // CPU usage needs two readings at least 200 ms apart; the first sample comes soon after start.
     let mut next = Instant::now() + FIRST_SAMPLE;
     loop {
-        // Sleep until the next tick; a dropped Sampler wakes us at once.
-        match stopped.recv_timeout(next.saturating_duration_since(Instant::now())) {
+        // Sleep until the next tick; a reader asking for details or a dropped Sampler wakes us.
+        match woken.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(()) => {
+                complete_newest(&mut collector, shared);
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
+            Err(RecvTimeoutError::Disconnected) => return,
         }
         next += PERIOD;
         let now = Instant::now();
@@ -212,6 +260,33 @@ fn run(mut collector: Collector, shared: &Shared, stopped: &mpsc::Receiver<()>) 
         // Here, off the executor: return memory freed by closed connections once churn settles.
         trim.tick_and_trim();
     }
+}
+
+/// Adds details to the newest sample (same `seq` and `ts`: the host as it was, with what an
+/// HTTP reader needs), then tells the waiting readers.
+fn complete_newest(collector: &mut Collector, shared: &Shared) {
+    shared.details_asked.store(false, Ordering::SeqCst);
+    let newest = lock(&shared.latest_data).clone();
+    if let Some(basic) = newest.filter(|d| !d.has_details()) {
+        let mut data = (*basic).clone();
+        collector.add_details(&mut data);
+        let data = Arc::new(data);
+        let json = serde_json::to_string(&*data)
+            .expect("plain data always serializes")
+            .into_boxed_str();
+        {
+            let mut ring = lock(&shared.ring);
+            if let Some(last) = ring.back_mut() {
+                *last = Arc::new(Sample {
+                    seq: last.seq,
+                    ts: last.ts,
+                    data: json,
+                });
+            }
+        }
+        *lock(&shared.latest_data) = Some(data);
+    }
+    shared.details_ready.notify(usize::MAX);
 }
 
 #[cfg(test)]

@@ -118,3 +118,33 @@ fn frames_sent_counts_survive_the_hub() {
     let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 1, "{line}");
 }
+
+#[test]
+fn an_occasional_reader_gets_complete_data_not_nulls() {
+    let srv = start(config());
+    within(20, async {
+        // Nobody watches: the samples carry no details (as after a quiet minute).
+        while srv.app.sampler.latest_data().is_none() {
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        assert!(!srv.app.sampler.latest_data().unwrap().has_details());
+    });
+    // The first read gets them anyway, read on demand by the sampler thread.
+    let sys = get(srv.addr, "/api/system").json();
+    for field in ["temperatures", "network", "disks"] {
+        assert!(sys[field].is_array(), "{field} in {sys}");
+    }
+    assert!(
+        sys["network"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "lo"),
+        "{sys}"
+    );
+    let body = get(srv.addr, "/metrics").body;
+    assert!(
+        body.contains("edgemon_network_receive_bytes_total{interface=\"lo\"}"),
+        "{body}"
+    );
+}

@@ -41,6 +41,13 @@ pub struct SystemData {
     pub disks: Option<Vec<disk::Disk>>,
 }
 
+impl SystemData {
+    /// Whether the details (temperatures, Pi health, network, disks) were sampled.
+    pub fn has_details(&self) -> bool {
+        self.temperatures.is_some()
+    }
+}
+
 /// CPU usage in percent.
 #[derive(Clone, Debug, Serialize)]
 pub struct Cpu {
@@ -183,7 +190,7 @@ impl Collector {
             disks: None,
         };
         if details {
-            self.details(&mut data);
+            self.add_details(&mut data);
         } else {
             // Rates across a pause would be averages over minutes: start over next time.
             self.rates.reset();
@@ -191,8 +198,8 @@ impl Collector {
         data
     }
 
-    /// Fills in the costlier parts.
-    fn details(&mut self, data: &mut SystemData) {
+    /// Fills in the costlier parts (also on demand, into a sample taken without them).
+    pub fn add_details(&mut self, data: &mut SystemData) {
         self.sys.refresh_cpu_frequency();
         let freq: Vec<u64> = self.sys.cpus().iter().map(|c| c.frequency()).collect();
         data.cpu.freq_mhz = freq.iter().any(|f| *f > 0).then_some(freq);
