@@ -2,6 +2,7 @@
 
 mod churn;
 mod fan_out;
+mod hostile;
 mod idle;
 mod shutdown;
 mod sink;
@@ -27,6 +28,7 @@ use crate::{Args, raise_nofile, write_outputs};
 
 use churn::churn;
 use fan_out::fan_out;
+use hostile::hostile_neighbour;
 use idle::idle_and_dashboard;
 use shutdown::shutdown;
 use slow::slow_consumers;
@@ -140,6 +142,10 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
         }
         let d = Proc::edgemon(daemon, Some("10ms,1024"), &slow_flags, "slow")?;
         slow_consumers(&mut r, &plan, &d).await?;
+        shutdown(&mut r, d)?;
+
+        let d = Proc::edgemon(daemon, None, &[], "hostile")?;
+        hostile_neighbour(&mut r, &plan, &d).await?;
         shutdown(&mut r, d)?;
 
         if plan.stretch > 0 {
