@@ -260,6 +260,55 @@ fn a_closed_or_full_stderr_never_takes_the_daemon_down() {
 }
 
 #[test]
+fn out_of_descriptors_a_waiting_client_is_answered_not_left_hanging() {
+    use std::io::{Read, Write};
+    let mut d = Daemon::start(&[]);
+    let open = d.settled_fds().len() as u64;
+    // Room for a few connections only (the limit applies to new descriptors).
+    let limit = rustix::process::Rlimit {
+        current: Some(open + 6),
+        maximum: Some(open + 6),
+    };
+    let pid = rustix::process::Pid::from_raw(d.child.id() as i32).unwrap();
+    rustix::process::prlimit(Some(pid), rustix::process::Resource::Nofile, limit).unwrap();
+    // Thirty clients from three addresses (under the per-address cap), none sending: the
+    // daemon runs out of descriptors after a few.
+    let mut waiting: Vec<std::net::TcpStream> = (0..30)
+        .map(|i| {
+            let src = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 3) as u8);
+            connect_from(src.into(), d.addr)
+        })
+        .collect();
+    // The last one waits in the backlog: it is accepted with the reserve descriptor and told why.
+    let last = waiting.last_mut().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = last.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("out of file descriptors"), "{answer}");
+    drop(waiting);
+    // Descriptors back, it serves again; the failing accepts were logged, not one line each.
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        d.addr
+    )
+    .unwrap();
+    let mut ok = String::new();
+    s.read_to_string(&mut ok).unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let warned = d.wait_line(WAIT, |l| l.contains("accept failed"));
+    assert!(warned.contains("Too many open files"), "{warned}");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT).unwrap().code(), Some(0));
+    let accept_lines = d.log.iter().filter(|l| l.contains("accept failed")).count();
+    assert!(accept_lines <= 2, "{accept_lines} accept-failed lines");
+}
+
+#[test]
 fn without_systemd_nothing_is_sent_and_nothing_breaks() {
     let mut d = Daemon::start_with_env(&[], &[("WATCHDOG_USEC", "200000")]);
     assert_eq!(get(d.addr, "/healthz").status, 200);

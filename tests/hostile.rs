@@ -371,3 +371,45 @@ fn one_slash_64_cannot_take_every_websocket_slot() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn bursts_a_real_client_makes_are_served_in_full() {
+    let srv = start(config());
+    // A script's 1,000 pipelined requests: every one answered, in order.
+    let one = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", srv.addr);
+    let last = format!(
+        "GET /api/topics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        srv.addr
+    );
+    let answers = parse_responses(&raw(srv.addr, (one.repeat(999) + &last).as_bytes()));
+    assert_eq!(answers.len(), 1000);
+    assert!(answers.iter().all(|r| r.status == 200));
+    assert!(answers[999].body.contains("topics"));
+
+    // A command in 100 fragments is one message: it is answered.
+    let mut s = raw_ws(srv.addr);
+    let command = format!(
+        r#"{{"op":"subscribe","topic":"processes","note":"{}"}}"#,
+        "x".repeat(160)
+    );
+    let parts: Vec<&[u8]> = command.as_bytes().chunks(2).collect();
+    assert!(parts.len() >= 100);
+    let mut bytes = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let opcode = if i == 0 { 0x1 } else { 0x0 };
+        let mut f = client_frame(opcode, part);
+        if i + 1 < parts.len() {
+            f[0] &= 0x7f; // not the final fragment
+        }
+        bytes.extend(f);
+    }
+    s.write_all(&bytes).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(r#""type":"subscribed""#) {
+        let n = s.read(&mut buf).expect("a reply within 10 s");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(refused(&srv, "ws_rate") + refused(&srv, "http_rate"), 0);
+}
