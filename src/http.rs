@@ -1,5 +1,5 @@
 //! A small GET-only HTTP/1.1 layer: reads and parses request heads (httparse) under a size limit and a
-//! time limit, and writes responses. Routing lives in `routes`; the upgrade in `server`.
+//! time limit, and writes responses. Routing lives in `routes`; the upgrade in `upgrade`.
 //!
 //! This is the most exposed code in the daemon: anyone on the LAN can send it anything.
 
@@ -224,6 +224,14 @@ where
         Err(HeadError::Timeout)
     })
     .await
+}
+
+/// Writes `r` as a connection's last answer, within `timeout`, and shuts the socket down. The
+/// client may not read it; the connection ends either way.
+pub async fn write_last(stream: &mut smol::net::TcpStream, r: &Response, timeout: Duration) {
+    // Errors are the end of the connection, which this is anyway.
+    let _ = write_all(stream, &r.to_bytes(false), timeout).await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// An HTTP response to write.

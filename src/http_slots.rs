@@ -1,18 +1,18 @@
-//! Plain-HTTP connections (not upgraded to WebSocket): at most `--max-per-ip` + 32 per address and
-//! `--max-connections` + 256 in all. At a cap the oldest idle keep-alive connection is closed to
+//! Plain-HTTP connections (not upgraded to WebSocket): at most `--max-per-ip` + 32 per address (an
+//! IPv6 /64 counting as one) and `--max-connections` + 256 in all. At a cap the oldest idle keep-alive connection is closed to
 //! make room, so a new client (even from the capped address) is served; only when none is idle is
 //! the new one refused with 503. Without these caps a thousand idle keep-alive connections from
 //! one address took every file descriptor and nobody else could connect.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 
-use crate::limits::release;
+use crate::limits::{prefix64, release};
 use crate::lock::lock;
 
 /// Plain-HTTP connections one address may hold beyond `--max-per-ip`.
@@ -61,6 +61,15 @@ impl Table {
     }
 }
 
+/// Whose connections count together under the per-address cap: an IPv4 address, or all the
+/// addresses of an IPv6 /64 (one host has many, and could otherwise take the whole total).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match prefix64(ip) {
+        Some(p) => IpAddr::V6(Ipv6Addr::from(u128::from(p) << 64)),
+        None => ip.to_canonical(),
+    }
+}
+
 impl HttpSlots {
     /// Caps for a daemon with these WebSocket limits.
     pub fn new(
@@ -80,7 +89,7 @@ impl HttpSlots {
     /// A place for a new connection from `ip`, closing the oldest idle keep-alive connection that
     /// stands in the way; `None` (answer 503) when no idle one can make room.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<HttpSlot> {
-        let ip = ip.to_canonical();
+        let ip = client_key(ip);
         let mut t = lock(&self.table);
         loop {
             let address_full = t.per_address.get(&ip).copied().unwrap_or(0) >= self.per_address;
@@ -185,6 +194,17 @@ mod tests {
         );
         assert!(!is_ready(held[7].evicted()), "the younger idle one stays");
         assert_eq!(slots.open(), 34);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_address() {
+        let slots = Arc::new(HttpSlots::new(1, 100, Box::new(|| {})));
+        let held: Vec<_> = (1..=33)
+            .map(|i| slots.admit(ip(&format!("2001:db8:1:2::{i}"))).unwrap())
+            .collect();
+        assert!(slots.admit(ip("2001:db8:1:2::ffff")).is_none());
+        assert!(slots.admit(ip("2001:db8:1:3::1")).is_some());
+        drop(held);
     }
 
     #[test]

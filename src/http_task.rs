@@ -2,6 +2,7 @@
 //! rate and the keep-alive life, each answered (token, then route), until the connection closes
 //! or upgrades to a WebSocket.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use smol::net::TcpStream;
 use crate::app::App;
 use crate::auth;
 use crate::http::{self, HeadError, Request, Response};
+use crate::http_slots::HttpSlot;
 use crate::limits::Refused;
 use crate::rate::{Bucket, HTTP_BURST, HTTP_PER_SEC, READ_BATCH};
 use crate::routes::{self, Routed};
@@ -37,9 +39,7 @@ pub(crate) async fn serve_http(
         log::debug!("http {peer}: refused, at a connection cap with none idle");
         let r = Response::error(503, "too many open HTTP connections; retry in a moment")
             .with("Retry-After", "5");
-        // The client may not read the answer; the connection ends either way.
-        let _ = http::write_all(&mut stream, &r.to_bytes(false), cfg.write_timeout).await;
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+        http::write_last(&mut stream, &r, cfg.write_timeout).await;
         return;
     };
     let opened = Instant::now();
@@ -60,39 +60,18 @@ pub(crate) async fn serve_http(
                 app.limits.refuse(Refused::HttpRate);
                 log::debug!("http {peer}: over {HTTP_PER_SEC} requests/s, slowed down");
             }
-            let resumed = async {
-                Timer::at(bucket.ready_at()).await;
-                true
-            }
-            .or(async {
-                let _ = app.shutdown.recv().await;
-                false
-            })
-            .or(async {
-                slot.evicted().await;
-                false
-            })
-            .await;
-            if !resumed {
+            let refilled = Timer::at(bucket.ready_at());
+            if unless_closed(&app, &slot, peer, refilled).await.is_none() {
                 break;
             }
             continue;
         }
-        held_back = held_back && bucket.empty_since().is_some();
+        held_back = held_back && bucket.held_back_since(Instant::now()).is_some();
         // Idle keep-alive connections may be closed to make room for new clients.
         slot.set_idle(served > 0 && buf.is_empty());
         let head_timeout = cfg.head_timeout.min(life_left);
-        let head = async { Some(http::read_head(&mut stream, &mut buf, head_timeout).await) }
-            .or(async {
-                let _ = app.shutdown.recv().await;
-                None
-            })
-            .or(async {
-                slot.evicted().await;
-                log::debug!("http {peer}: idle keep-alive closed to make room");
-                None
-            })
-            .await;
+        let read = http::read_head(&mut stream, &mut buf, head_timeout);
+        let head = unless_closed(&app, &slot, peer, read).await;
         slot.set_idle(false);
         let req = match head {
             None | Some(Ok(None)) => break,
@@ -109,9 +88,8 @@ pub(crate) async fn serve_http(
                     }
                     _ => Response::error(431, "request head too large (limit 8 KiB)"),
                 };
-                // The client may not read the answer; the connection ends either way.
-                let _ = http::write_all(&mut stream, &r.to_bytes(false), cfg.write_timeout).await;
-                break;
+                http::write_last(&mut stream, &r, cfg.write_timeout).await;
+                return;
             }
         };
         bucket.take(Instant::now());
@@ -145,6 +123,26 @@ pub(crate) async fn serve_http(
     // The peer may be gone already.
     let _ = stream.shutdown(std::net::Shutdown::Both);
     crate::trim::note_release();
+}
+
+/// `fut`, unless the daemon shuts down or the connection is closed to make room first (`None`).
+async fn unless_closed<T>(
+    app: &App,
+    slot: &HttpSlot,
+    peer: SocketAddr,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    async { Some(fut.await) }
+        .or(async {
+            let _ = app.shutdown.recv().await;
+            None
+        })
+        .or(async {
+            slot.evicted().await;
+            log::debug!("http {peer}: idle keep-alive closed to make room");
+            None
+        })
+        .await
 }
 
 /// One request's answer: the token check, then the route (which applies the Host check).

@@ -17,6 +17,7 @@ use crate::collect::tail::{Tail, cap_line};
 use crate::hub::Hub;
 use crate::lock::lock;
 use crate::protocol::{Backfill, data_frame, error_frame, history_frames, unix_ms};
+use crate::rate::READ_BATCH;
 
 /// Lines a new subscriber receives first.
 pub const BACKLOG: usize = 100;
@@ -177,7 +178,10 @@ impl Ring {
 pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, hub: Weak<Hub>) {
     let FileSource { path, busy } = file;
     let mut tail = Some(Tail::new(path.clone()));
+    // Subscribers wait on this until the first read (or the reason there is none) is known.
     let mut ready = Some(ready);
+    // Until one read is done the file is opened at its end (the backlog), not read from its start.
+    let mut opened = false;
     loop {
         if ready.is_none() {
             smol::Timer::after(POLL).await;
@@ -186,36 +190,36 @@ pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, h
         if ready.is_none() && hub_now.is_none() {
             return;
         }
-        if busy.swap(true, Ordering::SeqCst) {
+        let Some(guard) = Busy::take(&busy) else {
             let why = format!(
                 "an earlier read of {} has not returned (a hung mount?); waiting for it",
                 path.display()
             );
             ring.set_error(hub_now.as_deref(), Some(why));
-            // Subscribers waiting for the first read get what there is: this error.
             drop(ready.take());
             continue;
-        }
+        };
         drop(hub_now);
         let mut t = tail.take().expect("the tail comes back from every read");
-        let first = ready.is_some();
-        let done = busy.clone();
+        let first = !opened;
         let (t, read) = smol::unblock(move || {
+            // Dropped when the read returns, or with the job if it never ran.
+            let _busy = guard;
             let r = if first {
                 t.open_at_end(BACKLOG)
             } else {
                 t.poll()
             };
-            done.store(false, Ordering::SeqCst);
             (t, r)
         })
         .await;
-        if let Some(ready) = ready.take() {
+        opened = true;
+        if ready.is_some() {
             match read {
                 Ok(lines) => ring.preload(lines),
                 Err(e) => ring.set_error(None, Some(describe(t.path(), &e))),
             }
-            drop(ready);
+            drop(ready.take());
             tail = Some(t);
             continue;
         }
@@ -230,6 +234,22 @@ pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, h
             Err(e) => ring.set_error(Some(&hub), Some(describe(t.path(), &e))),
         }
         tail = Some(t);
+    }
+}
+
+/// A file operation in flight; dropping it lets the next one start.
+struct Busy(Arc<AtomicBool>);
+
+impl Busy {
+    /// The flag, if no other operation on the file is in flight.
+    fn take(flag: &Arc<AtomicBool>) -> Option<Busy> {
+        (!flag.swap(true, Ordering::SeqCst)).then(|| Busy(flag.clone()))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -308,7 +328,13 @@ pub async fn follow_journal(
                     // The error clears once the child proves itself: a first entry, or 2 s alive.
                     let mut proven = std::pin::pin!(smol::Timer::after(Duration::from_secs(2)));
                     let mut cleared = false;
+                    let mut read = 0u32;
                     loop {
+                        read += 1;
+                        if read % READ_BATCH == 0 {
+                            // A chatty journal is ready line after line: let the others run too.
+                            smol::future::yield_now().await;
+                        }
                         let next = async { Some(lines.next().await) }
                             .or(async {
                                 if cleared {

@@ -80,8 +80,10 @@ impl Bucket {
         self.last + Duration::from_secs_f64(missing / self.per_sec)
     }
 
-    /// Since when the client has been held back without letting up, if it is.
-    pub fn empty_since(&self) -> Option<Instant> {
+    /// Since when the client has been held back without letting up, if it still is now: a
+    /// client that went quiet lets its bucket fill up again, and that ends the stretch.
+    pub fn held_back_since(&mut self, now: Instant) -> Option<Instant> {
+        self.refill(now);
         self.empty_since
     }
 }
@@ -99,7 +101,7 @@ mod tests {
             b.take(t0);
         }
         assert!(!b.has_token(t0), "the burst is spent");
-        assert_eq!(b.empty_since(), Some(t0));
+        assert_eq!(b.held_back_since(t0), Some(t0));
         let next = b.ready_at();
         assert!(
             next > t0 && next <= t0 + Duration::from_millis(101),
@@ -109,7 +111,24 @@ mod tests {
         assert!(b.has_token(next));
         b.take(next);
         assert!(!b.has_token(next));
-        assert_eq!(b.empty_since(), Some(t0), "still held back since t0");
+        assert_eq!(
+            b.held_back_since(next),
+            Some(t0),
+            "still held back since t0"
+        );
+    }
+
+    #[test]
+    fn a_client_gone_quiet_is_not_held_back_whoever_asks() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(2, 10, t0);
+        b.take(t0);
+        b.take(t0);
+        assert!(!b.has_token(t0));
+        let next = b.ready_at();
+        assert!(b.has_token(next), "one token back");
+        // No message read since: judged 5 s later, the bucket is full and nothing is held back.
+        assert_eq!(b.held_back_since(t0 + Duration::from_secs(5)), None);
     }
 
     #[test]
@@ -120,7 +139,11 @@ mod tests {
         b.take(t0);
         assert!(!b.has_token(t0));
         assert!(b.has_token(t0 + Duration::from_millis(250)));
-        assert_eq!(b.empty_since(), None, "2.5 tokens back: the client let up");
+        assert_eq!(
+            b.held_back_since(t0 + Duration::from_millis(250)),
+            None,
+            "2.5 tokens back: the client let up"
+        );
         assert!(b.has_token(t0 + Duration::from_secs(60)));
         b.take(t0 + Duration::from_secs(60));
         assert!(

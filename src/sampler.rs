@@ -154,8 +154,9 @@ impl Sampler {
 
     /// The newest sample, complete, for an HTTP reader (`/api/system`, `/metrics`): if it lacks
     /// details (nobody watched lately), the sampler thread reads them now and this waits for
-    /// them, at most `DETAILS_WAIT`. Nothing is measured on the caller's thread; a reader that
-    /// polls once in five minutes costs one details read per poll and nothing in between.
+    /// them, at most `DETAILS_WAIT`. Nothing is measured on the caller's thread. Like any HTTP
+    /// read it keeps details sampled for the next `DETAILS_AFTER_READ`; after that, until the next
+    /// read, none are.
     pub async fn latest_complete(&self) -> Option<(Arc<Sample>, Arc<SystemData>)> {
         self.want_details();
         let current = || Some((self.latest()?, self.latest_data()?));

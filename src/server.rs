@@ -140,6 +140,10 @@ async fn accept_loop(
         match next {
             None => return,
             Some(Ok((stream, peer))) => {
+                if reserve.is_none() {
+                    // Lost when descriptors ran out and could not be had back then: try again.
+                    reserve = std::fs::File::open("/dev/null").ok();
+                }
                 let app = app.clone();
                 let drain = drain.clone();
                 ex.spawn(async move {

@@ -35,9 +35,7 @@ pub(crate) async fn upgrade(
     let (slot, key) = match admit(app, &req, peer) {
         Ok(admitted) => admitted,
         Err(refused) => {
-            // The client may not read the answer; the connection ends either way.
-            let _ = http::write_all(&mut stream, &refused.to_bytes(false), write_timeout).await;
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+            http::write_last(&mut stream, &refused, write_timeout).await;
             return;
         }
     };
@@ -89,45 +87,28 @@ fn admit(app: &App, req: &Request, peer: SocketAddr) -> Result<(ConnSlot, String
 /// The answer to an upgrade a limit refuses, logged: 429 over `--max-per-ip` or the /64's share,
 /// 503 over `--max-connections`, each with `Retry-After`.
 fn refusal(why: Rejection, limits: &Limits, peer: SocketAddr) -> Response {
-    let (status, message) = match why {
-        Rejection::PerIp => {
-            log::warn!(
-                "ws {peer}: refused, per-IP limit {} reached",
-                limits.max_per_ip
-            );
-            (
-                429,
-                format!(
-                    "too many connections from this address (limit {})",
-                    limits.max_per_ip
-                ),
-            )
-        }
-        Rejection::Prefix => {
-            log::warn!(
-                "ws {peer}: refused, its /64 holds its share of {} connections",
-                limits.max_per_prefix
-            );
-            (
-                429,
-                format!(
-                    "too many connections from this network (/64, limit {})",
-                    limits.max_per_prefix
-                ),
-            )
-        }
-        Rejection::Total => {
-            log::warn!(
-                "ws {peer}: refused, limit of {} connections reached",
-                limits.max_total
-            );
-            (
-                503,
-                format!("server is at its connection limit ({})", limits.max_total),
-            )
-        }
+    let (status, limit, reached, message) = match why {
+        Rejection::PerIp => (
+            429,
+            limits.max_per_ip,
+            "the per-IP limit",
+            "too many connections from this address",
+        ),
+        Rejection::Prefix => (
+            429,
+            limits.max_per_prefix,
+            "its /64's share",
+            "too many connections from this network (/64)",
+        ),
+        Rejection::Total => (
+            503,
+            limits.max_total,
+            "the connection limit",
+            "server is at its connection limit",
+        ),
     };
-    Response::error(status, &message).with("Retry-After", "5")
+    log::warn!("ws {peer}: refused, {reached} ({limit}) reached");
+    Response::error(status, &format!("{message} (limit {limit})")).with("Retry-After", "5")
 }
 
 /// Validates the upgrade headers; returns the client key or the refusal.

@@ -22,7 +22,8 @@ declare -A need=(
 )
 missing=()
 for tool in "${!need[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${need[$tool]}")
+  # type -P: the program on PATH, not a shell builtin of the same name (kill).
+  type -P "$tool" >/dev/null 2>&1 || missing+=("${need[$tool]}")
 done
 if ! [ -x /lib/systemd/systemd-journal-remote ] && ! [ -x /usr/lib/systemd/systemd-journal-remote ]; then
   missing+=(systemd-journal-remote)

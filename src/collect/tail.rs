@@ -58,16 +58,8 @@ impl Tail {
     /// Opens the file and returns its last `n` complete lines; later polls return what follows.
     pub fn open_at_end(&mut self, n: usize) -> io::Result<Vec<String>> {
         let (mut file, meta) = open_regular(&self.path)?;
-        let len = meta.len();
-        let start = start_of_last_lines(&mut file, len, n)?;
-        self.file = Some(Open {
-            file,
-            id: (meta.dev(), meta.ino()),
-            pos: start,
-            last: Vec::new(),
-        });
-        self.partial.clear();
-        self.cut = 0;
+        let start = start_of_last_lines(&mut file, meta.len(), n)?;
+        self.attach(file, &meta, start);
         let (mut lines, _) = self.read_new_or_forget()?;
         // A file bigger than one read: keep the newest `n`; the rest arrives with the next polls.
         if lines.len() > n {
@@ -112,15 +104,20 @@ impl Tail {
     /// Opens the path from its start.
     fn open_from_start(&mut self) -> io::Result<()> {
         let (file, meta) = open_regular(&self.path)?;
+        self.attach(file, &meta, 0);
+        Ok(())
+    }
+
+    /// Follows `file` from `pos` on, forgetting any line in progress of the previous one.
+    fn attach(&mut self, file: File, meta: &std::fs::Metadata, pos: u64) {
         self.file = Some(Open {
             file,
             id: (meta.dev(), meta.ino()),
-            pos: 0,
+            pos,
             last: Vec::new(),
         });
         self.partial.clear();
         self.cut = 0;
-        Ok(())
     }
 
     /// `read_new`, forgetting the handle on error so the next poll reopens the path instead of
@@ -232,7 +229,6 @@ pub fn cap_line(mut line: String) -> String {
     line
 }
 
-/// Opens `path` if it is a regular file (a directory opens fine on Linux, then fails every read).
 /// What a log path that became a symbolic link answers.
 pub const SYMLINK_REFUSED: &str =
     "is a symbolic link now, which is not followed; restart edgemon to follow it";
@@ -241,7 +237,8 @@ pub const SYMLINK_REFUSED: &str =
 /// by a symlink to it. The path (resolved once at start, see [`resolve`]) is opened without
 /// following a symlink in any component (`RESOLVE_NO_SYMLINKS`; `O_NOFOLLOW` for the last one
 /// where the kernel lacks `openat2`), without blocking (`O_NONBLOCK`: a FIFO would otherwise hold
-/// a blocking thread until someone writes to it), and is read only if it is a regular file.
+/// a blocking thread until someone writes to it), and is read only if it is a regular file (a
+/// directory opens fine on Linux, then fails every read).
 fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
     use rustix::io::Errno;

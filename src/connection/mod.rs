@@ -177,6 +177,14 @@ impl Clock {
     }
 }
 
+/// What a passed deadline brings.
+enum Due {
+    /// The connection ends.
+    End(Ending),
+    /// The next ping goes out.
+    Ping,
+}
+
 /// What woke the session.
 enum Wake {
     /// The daemon is shutting down.
@@ -236,25 +244,51 @@ impl Session {
         }
     }
 
+    /// Every deadline in force now, with what it brings when it passes: the ending, or the next
+    /// ping. One list, so waking for a deadline and judging it cannot drift apart.
+    fn deadlines(&mut self, now: Instant) -> [(Option<Instant>, Due); 5] {
+        let cfg = &self.app.config;
+        let ping_sent = self.clock.ping_sent;
+        [
+            (
+                ping_sent.map(|at| at + cfg.pong_timeout),
+                Due::End(Ending::PongTimeout),
+            ),
+            (
+                self.subs
+                    .is_empty()
+                    .then(|| self.clock.last_client + cfg.idle_timeout),
+                Due::End(Ending::Idle),
+            ),
+            (
+                self.bucket
+                    .held_back_since(now)
+                    .map(|since| since + WS_EMPTY_CLOSE),
+                Due::End(Ending::RateLimited),
+            ),
+            (
+                self.blocked.since().map(|since| since + cfg.write_timeout),
+                Due::End(Ending::WriteTimeout),
+            ),
+            (
+                ping_sent.is_none().then_some(self.clock.next_ping),
+                Due::Ping,
+            ),
+        ]
+    }
+
     /// Waits for whichever comes first. Shutdown first; the client before the timer, so a pong
     /// that arrived while a write was blocked counts before the pong deadline is judged. A client
     /// whose bucket is empty is not read until a token is back.
     async fn next_wake(&mut self) -> Wake {
-        let cfg = &self.app.config;
-        let may_read = self.bucket.has_token(Instant::now());
-        let mut deadline = match self.clock.ping_sent {
-            Some(at) => at + cfg.pong_timeout,
-            None => self.clock.next_ping,
-        };
-        if self.subs.is_empty() {
-            deadline = deadline.min(self.clock.last_client + cfg.idle_timeout);
-        }
-        if let Some(since) = self.bucket.empty_since() {
-            deadline = deadline.min(since + WS_EMPTY_CLOSE);
-        }
-        if let Some(since) = self.blocked.since() {
-            deadline = deadline.min(since + cfg.write_timeout);
-        }
+        let now = Instant::now();
+        let may_read = self.bucket.has_token(now);
+        let mut deadline = self
+            .deadlines(now)
+            .iter()
+            .filter_map(|(at, _)| *at)
+            .min()
+            .unwrap_or(now + self.app.config.ping_interval);
         if !may_read {
             deadline = deadline.min(self.bucket.ready_at());
         }
@@ -287,37 +321,20 @@ impl Session {
     /// Judges every deadline now: an unanswered ping, an idle connection, a client held back
     /// too long, a socket whose writes stay blocked; sends the next ping when it is due.
     async fn judge_deadlines(&mut self) -> Step {
-        let cfg = &self.app.config;
         let now = Instant::now();
-        if self
-            .clock
-            .ping_sent
-            .is_some_and(|at| now >= at + cfg.pong_timeout)
-        {
-            return Err(Ending::PongTimeout);
-        }
-        if self.subs.is_empty() && now >= self.clock.last_client + cfg.idle_timeout {
-            return Err(Ending::Idle);
-        }
-        if self
-            .bucket
-            .empty_since()
-            .is_some_and(|since| now >= since + WS_EMPTY_CLOSE)
-        {
-            return Err(Ending::RateLimited);
-        }
-        if self
-            .blocked
-            .since()
-            .is_some_and(|since| now >= since + cfg.write_timeout)
-        {
-            return Err(Ending::WriteTimeout);
-        }
-        if self.clock.ping_sent.is_none() && now >= self.clock.next_ping {
-            let next_ping = now + cfg.ping_interval;
-            self.send(Message::Ping(Default::default())).await?;
-            self.clock.ping_sent = Some(now);
-            self.clock.next_ping = next_ping;
+        for (at, due) in self.deadlines(now) {
+            if at.is_none_or(|at| now < at) {
+                continue;
+            }
+            match due {
+                Due::End(ending) => return Err(ending),
+                Due::Ping => {
+                    let next_ping = now + self.app.config.ping_interval;
+                    self.send(Message::Ping(Default::default())).await?;
+                    self.clock.ping_sent = Some(now);
+                    self.clock.next_ping = next_ping;
+                }
+            }
         }
         Ok(())
     }
