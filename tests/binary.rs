@@ -18,6 +18,44 @@ fn run(args: &[&str]) -> std::process::Output {
         .expect("run edgemon")
 }
 
+/// A systemd notify socket for one daemon: the path to pass as `NOTIFY_SOCKET` and the socket.
+/// Dropping it removes the path.
+struct Notify {
+    path: std::path::PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+}
+
+impl Notify {
+    fn new(tag: &str) -> Notify {
+        let path =
+            std::env::temp_dir().join(format!("edgemon-notify-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        Notify { path, sock }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// The next notification (fails the test after 10 s).
+    fn recv(&self) -> String {
+        let mut buf = [0u8; 256];
+        let n = self
+            .sock
+            .recv(&mut buf)
+            .expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[test]
 fn bad_flags_exit_2_naming_the_flag() {
     for (args, flag) in [
@@ -108,63 +146,42 @@ fn a_world_readable_token_file_refuses_to_start_and_the_token_is_never_logged() 
 
 #[test]
 fn under_systemd_it_notifies_ready_pings_the_watchdog_and_says_stopping() {
-    use std::os::unix::net::UnixDatagram;
-    let path = std::env::temp_dir().join(format!("edgemon-notify-bin-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let recv = || {
-        let mut buf = [0u8; 256];
-        let n = sock.recv(&mut buf).expect("a notification within 10 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let notify = Notify::new("bin");
     let mut d = Daemon::start_with_env(
         &[],
         &[
-            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("NOTIFY_SOCKET", notify.path()),
             ("WATCHDOG_USEC", "200000"),
         ],
     );
-    let ready = recv();
+    let ready = notify.recv();
     assert!(ready.starts_with("READY=1"), "{ready}");
     // Ready means listening: it answers at once.
     assert_eq!(get(d.addr, "/healthz").status, 200);
     for _ in 0..3 {
-        assert_eq!(recv(), "WATCHDOG=1");
+        assert_eq!(notify.recv(), "WATCHDOG=1");
     }
     d.signal("TERM");
-    let mut last = recv();
+    let mut last = notify.recv();
     while last == "WATCHDOG=1" {
-        last = recv();
+        last = notify.recv();
     }
     assert_eq!(last, "STOPPING=1");
     assert_eq!(d.wait_exit(Duration::from_secs(6)).unwrap().code(), Some(0));
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn a_ping_flood_stops_neither_the_watchdog_nor_sigterm() {
-    use std::os::unix::net::UnixDatagram;
-    let path = std::env::temp_dir().join(format!("edgemon-notify-flood-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let notify = Notify::new("flood");
+    // A watchdog ping every 100 ms.
     let mut d = Daemon::start_with_env(
         &[],
         &[
-            ("NOTIFY_SOCKET", path.to_str().unwrap()),
-            // A watchdog ping every 100 ms.
+            ("NOTIFY_SOCKET", notify.path()),
             ("WATCHDOG_USEC", "200000"),
         ],
     );
-    let recv = || {
-        let mut buf = [0u8; 256];
-        let n = sock.recv(&mut buf).expect("a notification within 10 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
-    assert!(recv().starts_with("READY=1"));
+    assert!(notify.recv().starts_with("READY=1"));
     let ping = client_frame(0x9, b"");
     let chunk: Vec<u8> = ping
         .iter()
@@ -178,7 +195,7 @@ fn a_ping_flood_stops_neither_the_watchdog_nor_sigterm() {
     let t0 = Instant::now();
     let mut pings = 0;
     while t0.elapsed() < Duration::from_secs(2) {
-        if recv() == "WATCHDOG=1" {
+        if notify.recv() == "WATCHDOG=1" {
             pings += 1;
         }
     }
@@ -187,12 +204,10 @@ fn a_ping_flood_stops_neither_the_watchdog_nor_sigterm() {
     d.signal("TERM");
     assert_eq!(d.wait_exit(Duration::from_secs(6)).unwrap().code(), Some(0));
     flooder.join().unwrap();
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn a_closed_or_full_stderr_never_takes_the_daemon_down() {
-    use std::os::unix::net::UnixDatagram;
     type MakeStderr = fn() -> std::process::Stdio;
     let cases: [(&str, MakeStderr); 2] = [
         // A pipe whose reader is gone: every write is EPIPE.
@@ -203,11 +218,7 @@ fn a_closed_or_full_stderr_never_takes_the_daemon_down() {
         }),
     ];
     for (name, stderr) in cases {
-        let path =
-            std::env::temp_dir().join(format!("edgemon-notify-stderr-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let notify = Notify::new("stderr");
         // The port is chosen here: with no stderr to read, the log cannot say it.
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -215,16 +226,14 @@ fn a_closed_or_full_stderr_never_takes_the_daemon_down() {
             .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgemon"))
             .args(["--listen", &addr.to_string(), "--log-level", "debug"])
-            .env("NOTIFY_SOCKET", &path)
+            .env("NOTIFY_SOCKET", notify.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(stderr())
             .spawn()
             .unwrap();
         drop(child.stderr.take());
-        let mut buf = [0u8; 256];
-        let n = sock.recv(&mut buf).expect("READY=1 within 10 s");
-        assert!(buf[..n].starts_with(b"READY=1"), "{name}");
+        assert!(notify.recv().starts_with("READY=1"), "{name}");
         // Every connection logs an open and a close line; each write fails.
         for _ in 0..3 {
             within(20, async {
@@ -255,13 +264,12 @@ fn a_closed_or_full_stderr_never_takes_the_daemon_down() {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(status.code(), Some(0), "{name}");
-        std::fs::remove_file(&path).unwrap();
     }
 }
 
 #[test]
 fn out_of_descriptors_a_waiting_client_is_answered_not_left_hanging() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let mut d = Daemon::start(&[]);
     let open = d.settled_fds().len() as u64;
     // Room for a few connections only (the limit applies to new descriptors).
@@ -289,17 +297,7 @@ fn out_of_descriptors_a_waiting_client_is_answered_not_left_hanging() {
     assert!(answer.contains("out of file descriptors"), "{answer}");
     drop(waiting);
     // Descriptors back, it serves again; the failing accepts were logged, not one line each.
-    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        d.addr
-    )
-    .unwrap();
-    let mut ok = String::new();
-    s.read_to_string(&mut ok).unwrap();
-    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(get(d.addr, "/healthz").status, 200);
     let warned = d.wait_line(WAIT, |l| l.contains("accept failed"));
     assert!(warned.contains("Too many open files"), "{warned}");
     d.signal("TERM");

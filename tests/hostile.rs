@@ -351,16 +351,8 @@ fn one_slash_64_cannot_take_every_websocket_slot() {
             held.push(open("2001:db8:1:3::1").await.expect("another /64"));
             held.push(ws(srv.addr, "/ws").await);
             // The refused page can ask why.
-            let mut s = connect_from(from("2001:db8:1:2::12"), srv.addr);
-            write!(
-                s,
-                "GET /api/websocket/admission HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                srv.addr
-            )
-            .unwrap();
-            let mut text = String::new();
-            s.read_to_string(&mut text).unwrap();
-            let a = parse_responses(&text).remove(0).json();
+            let s = connect_from(from("2001:db8:1:2::12"), srv.addr);
+            let a = get_on(s, srv.addr, "/api/websocket/admission").json();
             assert_eq!(a["prefix"]["prefix"], "2001:db8:1:2::/64");
             assert_eq!(a["prefix"]["used"], 8);
             assert_eq!(a["prefix"]["limit"], 8);

@@ -36,6 +36,18 @@ pub fn start(c: Config) -> ServerHandle {
     ServerHandle::start(c).expect("server starts")
 }
 
+/// Waits (bounded) for the daemon's first sample without subscribing to anything (a subscriber
+/// would turn details on), for tests of what a quiet daemon samples.
+pub fn first_quiet_sample(srv: &ServerHandle) {
+    within(20, async {
+        // The sampler has no event for "a sample exists" but its listener, which would count
+        // as someone watching: poll instead, briefly.
+        while srv.app.sampler.latest_data().is_none() {
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+    });
+}
+
 /// Runs `fut`, failing the test if it takes longer than `secs`.
 pub fn within<T>(secs: u64, fut: impl std::future::Future<Output = T>) -> T {
     smol::block_on(fut.or(async {
@@ -159,7 +171,11 @@ impl HttpResponse {
 
 /// Sends raw bytes and reads everything until the server closes (bounded by a 10 s read timeout).
 pub fn raw(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = StdTcpStream::connect(addr).unwrap();
+    raw_on(StdTcpStream::connect(addr).unwrap(), request)
+}
+
+/// `raw` over a connection already made (from a chosen source address, say).
+pub fn raw_on(mut s: StdTcpStream, request: &[u8]) -> String {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request).unwrap();
     let mut out = Vec::new();
@@ -198,8 +214,13 @@ pub fn parse_responses(text: &str) -> Vec<HttpResponse> {
 
 /// `GET path` with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    get_on(StdTcpStream::connect(addr).unwrap(), addr, path)
+}
+
+/// `get` over a connection already made (from a chosen source address, say).
+pub fn get_on(s: StdTcpStream, addr: SocketAddr, path: &str) -> HttpResponse {
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    parse_responses(&raw(addr, req.as_bytes()))
+    parse_responses(&raw_on(s, req.as_bytes()))
         .into_iter()
         .next()
         .expect("a response")
