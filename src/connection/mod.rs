@@ -5,8 +5,11 @@
 //! log line are right whichever way the task ends, a panic included. Every way it can end is one
 //! `Ending` (in `ending.rs`): one `match` gives its close code, its `Display` the log line.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
@@ -27,7 +30,7 @@ mod watched;
 
 use commands::Action;
 pub(crate) use ending::Ending;
-use watched::{Blocked, Watched};
+use watched::{Blocked, Watched, text_frame_head};
 
 use crate::app::App;
 use crate::hub::{Frame, Subscription};
@@ -77,6 +80,10 @@ pub(crate) async fn serve(
     let (tx, rx) = async_channel::bounded(app.config.send_queue);
     let now = Instant::now();
     let mut session = Session {
+        shutdown: ShutdownSignal::new(&app.shutdown),
+        timer: Timer::never(),
+        armed: None,
+        frames_in_a_row: 0,
         clock: Clock::new(now, app.config.ping_interval),
         bucket: Bucket::new(WS_BURST, WS_PER_SEC, now),
         blocked,
@@ -144,6 +151,46 @@ struct Session {
     /// When each topic's backfill last went out (entries older than `BACKFILL_AGAIN_AFTER` are
     /// dropped, so at most one per topic of the catalog).
     backfilled: Vec<(String, Instant)>,
+    /// The daemon's shutdown, one wait kept for the connection's life.
+    shutdown: ShutdownSignal,
+    /// The next deadline's timer, moved only when the deadline moves.
+    timer: Timer,
+    /// What `timer` is set to (`None` once it fired).
+    armed: Option<Instant>,
+    /// Frames forwarded in a row: the queue goes first, but after `READ_BATCH` of them the
+    /// client gets its turn.
+    frames_in_a_row: u32,
+}
+
+/// The daemon's shutdown signal as one future kept for the connection's life: waiting on the
+/// shared channel anew at every wake-up put every connection's listener on it, under its lock,
+/// once per frame.
+struct ShutdownSignal {
+    /// Set once the wait completed (an async block must not be polled after it finished).
+    fired: bool,
+    /// The wait itself.
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl ShutdownSignal {
+    fn new(shutdown: &Receiver<()>) -> ShutdownSignal {
+        let shutdown = shutdown.clone();
+        ShutdownSignal {
+            fired: false,
+            wait: Box::pin(async move {
+                // Errs at once when the shutdown channel is closed: that is the signal.
+                let _ = shutdown.recv().await;
+            }),
+        }
+    }
+
+    /// Completes once the daemon shuts down.
+    async fn fired(&mut self) {
+        if !self.fired {
+            self.wait.as_mut().await;
+            self.fired = true;
+        }
+    }
 }
 
 struct Sub {
@@ -175,6 +222,26 @@ impl Clock {
             ping_sent: None,
         }
     }
+}
+
+/// `write`, ended by `--write-timeout` or at once by shutdown (a blocked write would otherwise
+/// hold up the shutdown drain).
+async fn within_write_timeout(
+    app: &App,
+    shutdown: &mut ShutdownSignal,
+    write: impl Future<Output = Step>,
+) -> Step {
+    let timeout = app.config.write_timeout;
+    write
+        .or(async {
+            Timer::after(timeout).await;
+            Err(Ending::WriteTimeout)
+        })
+        .or(async {
+            shutdown.fired().await;
+            Err(Ending::ShutdownDuringWrite)
+        })
+        .await
 }
 
 /// What a passed deadline brings.
@@ -277,9 +344,13 @@ impl Session {
         ]
     }
 
-    /// Waits for whichever comes first. Shutdown first; the client before the timer, so a pong
-    /// that arrived while a write was blocked counts before the pong deadline is judged. A client
-    /// whose bucket is empty is not read until a token is back.
+    /// Waits for whichever comes first: shutdown, then the queue of frames, then the client,
+    /// then the timer. The queue goes before the socket (a frame to forward costs no read), but
+    /// after `READ_BATCH` frames in a row the client goes first once, so a busy topic cannot
+    /// keep a client's messages (its pongs) unread. The client goes before the timer, so a pong
+    /// that arrived while a write was blocked counts before the pong deadline is judged. A
+    /// client whose bucket is empty is not read until a token is back. The shutdown wait and the
+    /// timer live across wake-ups; the timer moves only when the deadline does.
     async fn next_wake(&mut self) -> Wake {
         let now = Instant::now();
         let may_read = self.bucket.has_token(now);
@@ -292,30 +363,60 @@ impl Session {
         if !may_read {
             deadline = deadline.min(self.bucket.ready_at());
         }
-        let ws = &mut self.ws;
-        let rx = &self.rx;
-        let shutdown = &self.app.shutdown;
-        async {
-            // Errs at once when the shutdown channel is closed.
-            let _ = shutdown.recv().await;
-            Wake::Shutdown
+        if self.armed != Some(deadline) {
+            self.timer.set_at(deadline);
+            self.armed = Some(deadline);
         }
-        .or(async {
+        let frames_first = self.frames_in_a_row < READ_BATCH;
+        let (ws, rx, timer, armed) = (&mut self.ws, &self.rx, &mut self.timer, &mut self.armed);
+        let shutdown = &mut self.shutdown;
+        let mut stop = pin!(async {
+            shutdown.fired().await;
+            Wake::Shutdown
+        });
+        let mut frame = pin!(async {
+            // We hold a sender ourselves, so this only errs if the channel is closed.
+            rx.recv().await.map_or(Wake::Shutdown, Wake::Frame)
+        });
+        let mut client = pin!(async {
             if !may_read {
                 // Backpressure: the kernel buffers fill and the client's sends block.
                 std::future::pending::<()>().await;
             }
             Wake::Client(ws.next().await)
-        })
-        .or(async {
-            Timer::at(deadline).await;
+        });
+        let mut tick = pin!(async {
+            timer.await;
+            // Fired: the next wait sets it again, even for the same deadline.
+            *armed = None;
             Wake::Tick
+        });
+        let wake = std::future::poll_fn(|cx| {
+            if let Poll::Ready(w) = stop.as_mut().poll(cx) {
+                return Poll::Ready(w);
+            }
+            let (a, b): (
+                Pin<&mut dyn Future<Output = Wake>>,
+                Pin<&mut dyn Future<Output = Wake>>,
+            ) = if frames_first {
+                (frame.as_mut(), client.as_mut())
+            } else {
+                (client.as_mut(), frame.as_mut())
+            };
+            for f in [a, b] {
+                if let Poll::Ready(w) = f.poll(cx) {
+                    return Poll::Ready(w);
+                }
+            }
+            tick.as_mut().poll(cx)
         })
-        .or(async {
-            // We hold a sender ourselves, so this only errs if the channel is closed.
-            rx.recv().await.map_or(Wake::Shutdown, Wake::Frame)
-        })
-        .await
+        .await;
+        match wake {
+            Wake::Frame(_) if frames_first => self.frames_in_a_row += 1,
+            // The client had its turn (or something else woke us): the queue goes first again.
+            _ => self.frames_in_a_row = 0,
+        }
+        wake
     }
 
     /// Judges every deadline now: an unanswered ping, an idle connection, a client held back
@@ -365,9 +466,9 @@ impl Session {
         }
         if missed > 0 {
             let marker = protocol::missed(frame.topic(), missed);
-            self.send(Message::Text(marker)).await?;
+            self.send_text(&marker).await?;
         }
-        self.send(Message::Text(frame.text())).await?;
+        self.send_text(&frame.text()).await?;
         frame.delivered();
         Ok(())
     }
@@ -404,31 +505,41 @@ impl Session {
     /// Sends each frame; the first failure ends the connection.
     async fn send_all(&mut self, frames: Vec<Utf8Bytes>) -> Step {
         for f in frames {
-            self.send(Message::Text(f)).await?;
+            self.send_text(&f).await?;
         }
         Ok(())
     }
 
-    /// Sends one message within `--write-timeout`, giving up at once if the daemon shuts down (a
-    /// write that is blocked would otherwise hold up the shutdown drain).
+    /// Sends one message through tungstenite (a ping) within `--write-timeout`.
     async fn send(&mut self, msg: Message) -> Step {
-        let timeout = self.app.config.write_timeout;
-        let shutdown = &self.app.shutdown;
-        async {
-            self.ws
-                .send(msg)
+        let ws = &mut self.ws;
+        let write = async {
+            ws.send(msg)
                 .await
                 .map_err(|e| Ending::WriteFailed(e.to_string()))
-        }
-        .or(async {
-            Timer::after(timeout).await;
-            Err(Ending::WriteTimeout)
-        })
-        .or(async {
-            let _ = shutdown.recv().await;
-            Err(Ending::ShutdownDuringWrite)
-        })
-        .await
+        };
+        within_write_timeout(&self.app, &mut self.shutdown, write).await
+    }
+
+    /// Sends one text frame within `--write-timeout`: head and payload in one `writev`, past
+    /// tungstenite (see `watched`). A frame tungstenite left half-written (a pong, when the
+    /// socket was full) goes out first: an unsolicited pong flushes it, which RFC 6455 allows
+    /// and clients ignore.
+    async fn send_text(&mut self, text: &Utf8Bytes) -> Step {
+        let ws = &mut self.ws;
+        let write = async {
+            if ws.get_ref().tungstenite_unflushed() {
+                ws.send(Message::Pong(Default::default()))
+                    .await
+                    .map_err(|e| Ending::WriteFailed(e.to_string()))?;
+            }
+            let (head, used) = text_frame_head(text.len());
+            ws.get_mut()
+                .write_frame(&head[..used], text.as_bytes())
+                .await
+                .map_err(|e| Ending::WriteFailed(e.to_string()))
+        };
+        within_write_timeout(&self.app, &mut self.shutdown, write).await
     }
 
     /// Sends a Close frame and waits (bounded) for the client's reply.

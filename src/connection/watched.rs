@@ -4,6 +4,10 @@
 //! so hung the read forever. Every write that cannot go out marks when the socket became blocked,
 //! and the session ends a connection blocked longer than `--write-timeout`, whoever wrote.
 //!
+//! Text frames go past tungstenite (`write_frame`): one `writev` of head and payload, and no
+//! write buffer that grows to the largest frame ever sent (a dashboard's 8 KiB history frames
+//! kept every subscribed connection at 14 KiB).
+//!
 //! Reads are budgeted the same way: tungstenite keeps reading inside one poll for as long as
 //! bytes are ready (empty continuation frames never make a message), so after `READ_BUDGET`
 //! bytes a read says "not now" once and wakes its task, which lets every other task run first.
@@ -27,6 +31,9 @@ pub(super) struct Watched {
     blocked: Blocked,
     /// Bytes read since the last yield.
     read_since_yield: usize,
+    /// tungstenite's last write did not take all it offered: part of a frame of its (a pong, a
+    /// close) waits in its buffer, and nothing else may be written before it.
+    tungstenite_unflushed: bool,
 }
 
 /// Since when writes to the socket have been blocked, shared with the session.
@@ -72,10 +79,70 @@ impl Watched {
                 inner,
                 blocked: blocked.clone(),
                 read_since_yield: 0,
+                tungstenite_unflushed: false,
             },
             blocked,
         )
     }
+}
+
+impl Watched {
+    /// Whether tungstenite holds part of a frame it could not write yet.
+    pub(super) fn tungstenite_unflushed(&self) -> bool {
+        self.tungstenite_unflushed
+    }
+
+    /// Writes one server frame (`head` then `payload`) past tungstenite, with one `writev` when
+    /// the socket takes it all: no copy into tungstenite's write buffer, which keeps the size of
+    /// the largest frame it ever wrote for the connection's life. The caller must make sure
+    /// tungstenite has nothing half-written (`tungstenite_unflushed`) and must not let tungstenite
+    /// write until this returns.
+    pub(super) async fn write_frame(&mut self, head: &[u8], payload: &[u8]) -> io::Result<()> {
+        let mut done = 0;
+        let total = head.len() + payload.len();
+        while done < total {
+            let n = std::future::poll_fn(|cx| {
+                let (h, p) = if done < head.len() {
+                    (&head[done..], payload)
+                } else {
+                    (&[][..], &payload[done - head.len()..])
+                };
+                let bufs = [io::IoSlice::new(h), io::IoSlice::new(p)];
+                let r = Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs);
+                match &r {
+                    Poll::Pending => self.blocked.mark(),
+                    Poll::Ready(_) => self.blocked.clear(),
+                }
+                r
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// The head of an unmasked, final text frame of `len` bytes (RFC 6455 section 5.2): the bytes
+/// and how many of them are used.
+pub(super) fn text_frame_head(len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x81;
+    let used = if len < 126 {
+        h[1] = len as u8;
+        2
+    } else if len <= 0xffff {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (h, used)
 }
 
 impl AsyncRead for Watched {
@@ -111,6 +178,8 @@ impl AsyncWrite for Watched {
             Poll::Pending => self.blocked.mark(),
             Poll::Ready(_) => self.blocked.clear(),
         }
+        // tungstenite offers its whole remaining buffer on every write.
+        self.tungstenite_unflushed = !matches!(&r, Poll::Ready(Ok(n)) if *n == buf.len());
         r
     }
 
@@ -120,5 +189,33 @@ impl AsyncWrite for Watched {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_tungstenite::tungstenite::protocol::frame::Frame;
+
+    #[test]
+    fn frame_heads_are_what_tungstenite_would_write() {
+        for len in [0, 1, 125, 126, 1000, 65_535, 65_536, 200_000] {
+            let payload = vec![b'x'; len];
+            let mut ours = Vec::new();
+            let (head, used) = text_frame_head(len);
+            ours.extend_from_slice(&head[..used]);
+            ours.extend_from_slice(&payload);
+            let mut theirs = Vec::new();
+            Frame::message(
+                payload,
+                async_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+                    async_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+                ),
+                true,
+            )
+            .format(&mut theirs)
+            .unwrap();
+            assert_eq!(ours, theirs, "length {len}");
+        }
     }
 }

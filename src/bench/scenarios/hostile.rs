@@ -44,9 +44,10 @@ pub(super) async fn hostile_neighbour(r: &mut Report, plan: &Plan, d: &Proc) -> 
     ] {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
+        let conns = Arc::new(AtomicU64::new(0));
         let flooder = {
-            let (addr, stop, sent) = (d.addr, stop.clone(), sent.clone());
-            std::thread::spawn(move || flood_until(addr, flood, &stop, &sent))
+            let (addr, stop, sent, conns) = (d.addr, stop.clone(), sent.clone(), conns.clone());
+            std::thread::spawn(move || flood_until(addr, flood, &stop, &sent, &conns))
         };
         let (gap, healthz) = neighbour(d.addr, window).await?;
         stop.store(true, Ordering::SeqCst);
@@ -71,10 +72,17 @@ pub(super) async fn hostile_neighbour(r: &mut Report, plan: &Plan, d: &Proc) -> 
         );
         r.info(
             "hostile",
-            &format!("{what}: bytes the flooder got out"),
+            &format!("{what}: bytes the flooder's writes took"),
             sent.load(Ordering::Relaxed) as f64 / 1024.0 / 1024.0,
             "MiB",
+            "into kernel buffers, not what the daemon read",
+        );
+        r.info(
+            "hostile",
+            &format!("{what}: connections the flooder opened"),
+            conns.load(Ordering::Relaxed) as f64,
             "",
+            "it reconnects whenever it is cut off or refused",
         );
     }
     Ok(())
@@ -139,7 +147,13 @@ async fn neighbour(addr: SocketAddr, window: Duration) -> io::Result<(Duration, 
 
 /// Floods from a thread of its own, at full speed, reconnecting whenever the daemon cuts the
 /// flooder off, until `stop`.
-fn flood_until(addr: SocketAddr, flood: Flood, stop: &AtomicBool, sent: &AtomicU64) {
+fn flood_until(
+    addr: SocketAddr,
+    flood: Flood,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+    conns: &AtomicU64,
+) {
     let chunk: Vec<u8> = match flood {
         // An empty masked ping, with a zero mask.
         Flood::Pings => [0x89u8, 0x80, 0, 0, 0, 0].repeat(4096),
@@ -152,6 +166,7 @@ fn flood_until(addr: SocketAddr, flood: Flood, stop: &AtomicBool, sent: &AtomicU
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
+        conns.fetch_add(1, Ordering::Relaxed);
         let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
         match flood {
             Flood::Pings => {
