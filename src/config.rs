@@ -58,6 +58,9 @@ pub struct Flags {
     /// name (a DNS name or reverse proxy's; repeatable)
     #[argh(option)]
     pub allow_host: Vec<String>,
+    /// threads running the daemon's tasks (default 1; see the README's Performance)
+    #[argh(option, default = "String::from(\"1\")")]
+    pub threads: String,
     /// error, warn, info, debug or trace (default info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -98,6 +101,8 @@ pub struct Config {
     pub allow_hosts: Vec<String>,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
+    /// Threads running the executor (`--threads`).
+    pub threads: usize,
     /// How long a client may take to send a complete request head (slowloris guard). Not a flag.
     pub head_timeout: Duration,
     /// How long a keep-alive HTTP connection lives however busy it is. Not a flag.
@@ -190,6 +195,7 @@ impl Config {
         let max_connections = count("--max-connections", &f.max_connections, 1, 1_000_000)?;
         let max_per_ip = count("--max-per-ip", &f.max_per_ip, 1, 1_000_000)?;
         let send_queue = count("--send-queue", &f.send_queue, 1, 65_536)?;
+        let threads = count("--threads", &f.threads, 1, 64)?;
         let ping_interval = positive("--ping-interval", &f.ping_interval)?;
         let pong_timeout = positive("--pong-timeout", &f.pong_timeout)?;
         let idle_timeout = positive("--idle-timeout", &f.idle_timeout)?;
@@ -270,6 +276,7 @@ impl Config {
             allow_origins: f.allow_origin.clone(),
             allow_hosts,
             log_level,
+            threads,
             head_timeout: Duration::from_secs(10),
             keepalive_life: crate::http_slots::KEEPALIVE_LIFE,
             sys_root: PathBuf::from("/sys"),
@@ -401,6 +408,7 @@ mod tests {
         assert_eq!(c.hub_linger, Duration::from_secs(5));
         assert_eq!(c.history, Duration::from_secs(300));
         assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(c.threads, 1);
     }
 
     #[test]
@@ -462,6 +470,7 @@ mod tests {
             (&["--idle-timeout", "1y"], "--idle-timeout"),
             (&["--write-timeout", "-3"], "--write-timeout"),
             (&["--send-queue", "0"], "--send-queue"),
+            (&["--threads", "0"], "--threads"),
             (&["--hub-linger", "abc"], "--hub-linger"),
             (&["--history", "48h"], "--history"),
             (&["--log", "syslog"], "--log"),

@@ -104,7 +104,31 @@ impl Server {
                 }
             }
         };
+        // `--threads`: further threads run the same executor's tasks until `main` is done.
+        let (done_tx, done) = async_channel::bounded::<()>(1);
+        let helpers: Vec<JoinHandle<()>> = (1..app.config.threads)
+            .filter_map(|i| {
+                let (ex, done) = (ex.clone(), done.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("edgemon-{i}"))
+                    .spawn(move || {
+                        smol::block_on(ex.run(async {
+                            // Errs when `done_tx` is dropped: the daemon is stopping.
+                            let _ = done.recv().await;
+                        }))
+                    });
+                // One thread fewer is still a working daemon.
+                spawned
+                    .inspect_err(|e| log::warn!("cannot start executor thread {i}: {e}"))
+                    .ok()
+            })
+            .collect();
         smol::block_on(ex.run(main));
+        drop(done_tx);
+        for h in helpers {
+            // A helper's panic was already printed; the daemon is stopping anyway.
+            let _ = h.join();
+        }
         // Dropping the executor drops every task still in it; their guards give their places back.
         drop(ex);
     }

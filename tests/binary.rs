@@ -307,6 +307,31 @@ fn out_of_descriptors_a_waiting_client_is_answered_not_left_hanging() {
 }
 
 #[test]
+fn with_threads_2_tasks_run_on_two_threads_and_it_still_stops_cleanly() {
+    let mut d = Daemon::start(&["--threads", "2"]);
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "edgemon-1"), "{names:?}");
+    within(20, async {
+        let mut socks = Vec::new();
+        for _ in 0..4 {
+            let mut ws = ws(d.addr, "/ws/system").await;
+            assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+            socks.push(ws);
+        }
+        for ws in &mut socks {
+            assert_eq!(next_of_type(ws, "data").await["topic"], "system");
+        }
+    });
+    assert_eq!(get(d.addr, "/healthz").status, 200);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT).unwrap().code(), Some(0));
+}
+
+#[test]
 fn without_systemd_nothing_is_sent_and_nothing_breaks() {
     let mut d = Daemon::start_with_env(&[], &[("WATCHDOG_USEC", "200000")]);
     assert_eq!(get(d.addr, "/healthz").status, 200);

@@ -120,10 +120,11 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
     }
     let mut r = Report::new(plan.smoke);
     eprintln!(
-        "edgemon-bench ({} mode) on {}\n  daemon {}",
+        "edgemon-bench ({} mode) on {}\n  daemon {} {}",
         if plan.smoke { "smoke" } else { "full" },
         procfs::machine(),
-        daemon.display()
+        daemon.display(),
+        args.daemon_flag.join(" ")
     );
     let size = std::fs::metadata(daemon)?.len();
     r.check(
@@ -137,7 +138,9 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
     );
 
     let max = (plan.conns.max(plan.stretch) + 200).to_string();
-    let flags = vec!["--max-connections".to_string(), max];
+    let extra = &args.daemon_flag;
+    let mut flags = vec!["--max-connections".to_string(), max];
+    flags.extend(extra.iter().cloned());
     smol::block_on(async {
         // Started first and measured last, so it has kept a full history by then.
         let history = Proc::edgemon(daemon, None, &flags, "history")?;
@@ -163,7 +166,7 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
         slow_consumers(&mut r, &plan, &d).await?;
         shutdown(&mut r, d)?;
 
-        let d = Proc::edgemon(daemon, None, &[], "hostile")?;
+        let d = Proc::edgemon(daemon, None, extra, "hostile")?;
         hostile_neighbour(&mut r, &plan, &d).await?;
         shutdown(&mut r, d)?;
 
@@ -195,6 +198,7 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
     let context = serde_json::json!({
         "machine": procfs::machine(),
         "daemon": daemon.display().to_string(),
+        "daemon_flags": extra,
         "binary_bytes": size,
         "window_seconds": plan.window.as_secs(),
         "connections": plan.conns,
