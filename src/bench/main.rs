@@ -24,7 +24,8 @@ struct Args {
     /// rotting; speed and footprint budgets are printed but do not gate
     #[argh(switch)]
     smoke: bool,
-    /// a flag for every daemon the benchmark starts, e.g. --daemon-flag=--threads=2 (repeatable)
+    /// an argument for every daemon the benchmark starts, one per use: --daemon-flag --threads
+    /// --daemon-flag 2 (repeatable)
     #[argh(option)]
     daemon_flag: Vec<String>,
     /// the daemon binary (default: `edgemon` next to this program)
