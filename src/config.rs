@@ -58,7 +58,7 @@ pub struct Flags {
     /// name (a DNS name or reverse proxy's; repeatable)
     #[argh(option)]
     pub allow_host: Vec<String>,
-    /// threads running the daemon's tasks (default 1; see the README's Performance)
+    /// threads running the daemon's tasks, see the README's Performance (default 1)
     #[argh(option, default = "String::from(\"1\")")]
     pub threads: String,
     /// error, warn, info, debug or trace (default info)
