@@ -309,12 +309,24 @@ fn out_of_descriptors_a_waiting_client_is_answered_not_left_hanging() {
 #[test]
 fn with_threads_2_tasks_run_on_two_threads_and_it_still_stops_cleanly() {
     let mut d = Daemon::start(&["--threads", "2"]);
-    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect();
-    assert!(names.iter().any(|n| n == "edgemon-1"), "{names:?}");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect()
+    };
+    // The helper starts with the serving loop, just after the "listening" line, and names
+    // itself once running: there is no event to wait on, so look again briefly (bounded).
+    let deadline = Instant::now() + WAIT;
+    while !names().iter().any(|n| n == "edgemon-1") {
+        assert!(
+            Instant::now() < deadline,
+            "no executor thread: {:?}",
+            names()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     within(20, async {
         let mut socks = Vec::new();
         for _ in 0..4 {

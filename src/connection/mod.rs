@@ -17,7 +17,6 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::error::Error as WsError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use smol::Timer;
 use smol::future::FutureExt;
@@ -27,10 +26,12 @@ use smol::stream::StreamExt;
 mod commands;
 mod ending;
 mod watched;
+mod writes;
 
 use commands::Action;
 pub(crate) use ending::Ending;
-use watched::{Blocked, Watched, text_frame_head};
+use watched::{Blocked, Watched};
+use writes::ShutdownSignal;
 
 use crate::app::App;
 use crate::hub::{Frame, Subscription};
@@ -162,37 +163,6 @@ struct Session {
     frames_in_a_row: u32,
 }
 
-/// The daemon's shutdown signal as one future kept for the connection's life: waiting on the
-/// shared channel anew at every wake-up put every connection's listener on it, under its lock,
-/// once per frame.
-struct ShutdownSignal {
-    /// Set once the wait completed (an async block must not be polled after it finished).
-    fired: bool,
-    /// The wait itself.
-    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
-}
-
-impl ShutdownSignal {
-    fn new(shutdown: &Receiver<()>) -> ShutdownSignal {
-        let shutdown = shutdown.clone();
-        ShutdownSignal {
-            fired: false,
-            wait: Box::pin(async move {
-                // Errs at once when the shutdown channel is closed: that is the signal.
-                let _ = shutdown.recv().await;
-            }),
-        }
-    }
-
-    /// Completes once the daemon shuts down.
-    async fn fired(&mut self) {
-        if !self.fired {
-            self.wait.as_mut().await;
-            self.fired = true;
-        }
-    }
-}
-
 struct Sub {
     /// Subscribed topic.
     topic: String,
@@ -222,26 +192,6 @@ impl Clock {
             ping_sent: None,
         }
     }
-}
-
-/// `write`, ended by `--write-timeout` or at once by shutdown (a blocked write would otherwise
-/// hold up the shutdown drain).
-async fn within_write_timeout(
-    app: &App,
-    shutdown: &mut ShutdownSignal,
-    write: impl Future<Output = Step>,
-) -> Step {
-    let timeout = app.config.write_timeout;
-    write
-        .or(async {
-            Timer::after(timeout).await;
-            Err(Ending::WriteTimeout)
-        })
-        .or(async {
-            shutdown.fired().await;
-            Err(Ending::ShutdownDuringWrite)
-        })
-        .await
 }
 
 /// What a passed deadline brings.
@@ -500,88 +450,5 @@ impl Session {
             }
         };
         self.send_all(replies).await
-    }
-
-    /// Sends each frame; the first failure ends the connection.
-    async fn send_all(&mut self, frames: Vec<Utf8Bytes>) -> Step {
-        for f in frames {
-            self.send_text(&f).await?;
-        }
-        Ok(())
-    }
-
-    /// Sends one message through tungstenite (a ping) within `--write-timeout`.
-    async fn send(&mut self, msg: Message) -> Step {
-        let ws = &mut self.ws;
-        let write = async {
-            ws.send(msg)
-                .await
-                .map_err(|e| Ending::WriteFailed(e.to_string()))
-        };
-        within_write_timeout(&self.app, &mut self.shutdown, write).await
-    }
-
-    /// Sends one text frame within `--write-timeout`: head and payload in one `writev`, past
-    /// tungstenite (see `watched`). A frame tungstenite left half-written (a pong, when the
-    /// socket was full) goes out first: an unsolicited pong flushes it, which RFC 6455 allows
-    /// and clients ignore.
-    async fn send_text(&mut self, text: &Utf8Bytes) -> Step {
-        let ws = &mut self.ws;
-        let write = async {
-            if ws.get_ref().tungstenite_unflushed() {
-                ws.send(Message::Pong(Default::default()))
-                    .await
-                    .map_err(|e| Ending::WriteFailed(e.to_string()))?;
-            }
-            let (head, used) = text_frame_head(text.len());
-            ws.get_mut()
-                .write_frame(&head[..used], text.as_bytes())
-                .await
-                .map_err(|e| Ending::WriteFailed(e.to_string()))
-        };
-        within_write_timeout(&self.app, &mut self.shutdown, write).await
-    }
-
-    /// Sends a Close frame and waits (bounded) for the client's reply.
-    async fn close(&mut self, code: CloseCode, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let sent = self
-            .ws
-            .close(Some(frame))
-            .or(async {
-                Timer::after(CLOSE_GRACE).await;
-                Err(WsError::Io(std::io::ErrorKind::TimedOut.into()))
-            })
-            .await;
-        if sent.is_ok() {
-            self.finish_close().await;
-        }
-    }
-
-    /// Reads until the close handshake completes or the grace period ends; data read is discarded.
-    /// A client that keeps sending is not read past the grace period: the deadline is judged
-    /// after every message, and the task yields between batches.
-    async fn finish_close(&mut self) {
-        let deadline = Instant::now() + CLOSE_GRACE;
-        let ws = &mut self.ws;
-        let _ = async {
-            let mut read = 0u32;
-            while let Some(Ok(_)) = ws.next().await {
-                read += 1;
-                if Instant::now() >= deadline {
-                    return;
-                }
-                if read % READ_BATCH == 0 {
-                    smol::future::yield_now().await;
-                }
-            }
-        }
-        .or(async {
-            Timer::at(deadline).await;
-        })
-        .await;
     }
 }
