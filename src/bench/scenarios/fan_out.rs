@@ -14,7 +14,7 @@ use crate::procfs;
 use crate::report::{Budget, Gate, Report, quantile};
 
 use super::sink::{Sink, spawn_readers, stop_readers};
-use super::{FAN_OUT, KIB_PER_CONN, MIB, Plan, close_all, cpu_over, open, wait_stats};
+use super::{FAN_OUT, KIB_PER_CONN, MIB, Plan, close_all, cpu_over, open, rss_once_counted};
 
 /// `n` idle connections (RSS per connection), then all of them subscribed to the flood topic
 /// (delivery latency, CPU), then all closed.
@@ -41,14 +41,9 @@ pub(super) async fn fan_out(
             )));
         }
         clients.append(&mut opened);
-        let want = clients.len() as u64;
-        wait_stats(d, "all connections counted", Duration::from_secs(20), |s| {
-            s.active == want
-        })
-        .await?;
-        smol::Timer::after(Duration::from_secs(1)).await;
+        let rss = rss_once_counted(d, clients.len()).await?;
         if first == 0 {
-            rss_at_quarter = procfs::rss_kib(pid);
+            rss_at_quarter = rss;
         }
     }
     let per = (procfs::rss_kib(pid) as f64 - rss_at_quarter as f64) / (n - quarter) as f64;

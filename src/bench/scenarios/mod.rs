@@ -268,6 +268,18 @@ async fn warm_up(d: &Proc) -> io::Result<Mark> {
     settle(d).await
 }
 
+/// The daemon's RSS once it counts `want` open connections and a second has passed (the
+/// allocations of their first frames are done): one step of a marginal-cost measurement.
+async fn rss_once_counted(d: &Proc, want: usize) -> io::Result<u64> {
+    let want = want as u64;
+    wait_stats(d, "all connections counted", Duration::from_secs(20), |s| {
+        s.active == want
+    })
+    .await?;
+    smol::Timer::after(Duration::from_secs(1)).await;
+    Ok(procfs::rss_kib(d.pid()))
+}
+
 /// Waits for no connections, no hubs, and an RSS that has stopped moving; returns the figures.
 async fn settle(d: &Proc) -> io::Result<Mark> {
     // Hubs outlive their last subscriber by --hub-linger (5 s by default).

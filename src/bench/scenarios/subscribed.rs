@@ -11,7 +11,7 @@ use crate::daemon::Proc;
 use crate::procfs;
 use crate::report::{Budget, Gate, Report};
 
-use super::{KIB_PER_CONN, Plan, close_all, open, wait_stats};
+use super::{KIB_PER_CONN, Plan, close_all, open, rss_once_counted};
 
 /// `plan.conns` connections subscribed to `system`, in two steps, the marginal RSS between them.
 pub(super) async fn subscribed(
@@ -42,14 +42,9 @@ pub(super) async fn subscribed(
         for t in readers {
             clients.push(within(Duration::from_secs(30), "history and a live frame", t).await?);
         }
-        let want = clients.len() as u64;
-        wait_stats(d, "all connections counted", Duration::from_secs(20), |s| {
-            s.active == want
-        })
-        .await?;
-        smol::Timer::after(Duration::from_secs(1)).await;
+        let rss = rss_once_counted(d, clients.len()).await?;
         if first == 0 {
-            rss_at_quarter = procfs::rss_kib(pid);
+            rss_at_quarter = rss;
         }
     }
     let per = (procfs::rss_kib(pid) as f64 - rss_at_quarter as f64) / (n - quarter) as f64;
