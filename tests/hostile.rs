@@ -57,13 +57,7 @@ fn ws_flood_is_cut_off_and_nobody_else_waits(frame: Vec<u8>) -> edgemon::ServerH
     c.write_timeout = Duration::from_secs(5);
     let srv = start(c);
     let flooder = raw_ws(srv.addr);
-    let chunk: Vec<u8> = frame
-        .iter()
-        .copied()
-        .cycle()
-        .take(frame.len() * 4096)
-        .collect();
-    let (t, cut_off) = flood(flooder, chunk, WAIT);
+    let (t, cut_off) = flood(flooder, frame.repeat(4096), WAIT);
     let (frames, worst) = neighbour(srv.addr, Duration::from_secs(4));
     assert!(
         frames >= 2,
