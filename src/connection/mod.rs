@@ -30,7 +30,7 @@ mod writes;
 
 use commands::Action;
 pub(crate) use ending::Ending;
-use watched::{Blocked, Watched};
+use watched::Watched;
 use writes::ShutdownSignal;
 
 use crate::app::App;
@@ -74,7 +74,7 @@ pub(crate) async fn serve(
 ) {
     let peer = slot.peer();
     let tcp = stream.clone();
-    let (stream, blocked) = Watched::new(stream);
+    let stream = Watched::new(stream);
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config()))
             .await;
@@ -87,7 +87,6 @@ pub(crate) async fn serve(
         frames_in_a_row: 0,
         clock: Clock::new(now, app.config.ping_interval),
         bucket: Bucket::new(WS_BURST, WS_PER_SEC, now),
-        blocked,
         since_yield: 0,
         backfilled: Vec::new(),
         app,
@@ -135,8 +134,6 @@ struct Session {
     app: Arc<App>,
     /// The WebSocket.
     ws: WebSocketStream<Watched>,
-    /// Since when writes to its socket have been blocked (ours, or tungstenite's own pongs).
-    blocked: Blocked,
     /// Handed to each hub this connection subscribes to.
     tx: Sender<Frame>,
     /// This connection's queue of frames from every subscribed hub (bounded by `--send-queue`).
@@ -284,7 +281,10 @@ impl Session {
                 Due::End(Ending::RateLimited),
             ),
             (
-                self.blocked.since().map(|since| since + cfg.write_timeout),
+                self.ws
+                    .get_ref()
+                    .blocked_since()
+                    .map(|since| since + cfg.write_timeout),
                 Due::End(Ending::WriteTimeout),
             ),
             (
@@ -320,10 +320,6 @@ impl Session {
         let frames_first = self.frames_in_a_row < READ_BATCH;
         let (ws, rx, timer, armed) = (&mut self.ws, &self.rx, &mut self.timer, &mut self.armed);
         let shutdown = &mut self.shutdown;
-        let mut stop = pin!(async {
-            shutdown.fired().await;
-            Wake::Shutdown
-        });
         let mut frame = pin!(async {
             // We hold a sender ourselves, so this only errs if the channel is closed.
             rx.recv().await.map_or(Wake::Shutdown, Wake::Frame)
@@ -342,8 +338,8 @@ impl Session {
             Wake::Tick
         });
         let wake = std::future::poll_fn(|cx| {
-            if let Poll::Ready(w) = stop.as_mut().poll(cx) {
-                return Poll::Ready(w);
+            if shutdown.poll_fired(cx).is_ready() {
+                return Poll::Ready(Wake::Shutdown);
             }
             let (a, b): (
                 Pin<&mut dyn Future<Output = Wake>>,

@@ -12,13 +12,13 @@
 //! bytes are ready (empty continuation frames never make a message), so after `READ_BUDGET`
 //! bytes a read says "not now" once and wakes its task, which lets every other task run first.
 
-use std::io;
+use std::io::{self, Read};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use smol::Async;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
@@ -26,67 +26,51 @@ use smol::net::TcpStream;
 const READ_BUDGET: usize = 64 * 1024;
 
 /// A `TcpStream` whose writes report when they block and whose reads yield after a budget.
+///
+/// Reads ask the socket only once the reactor has reported it readable since the last read
+/// that found nothing: the task wakes for every frame it forwards and polls the client each
+/// time, and a `recv` that returns `EAGAIN` per forwarded frame was a system call in vain.
 pub(super) struct Watched {
-    inner: TcpStream,
-    blocked: Blocked,
+    inner: Arc<Async<std::net::TcpStream>>,
+    /// Since when writes have been blocked (ours, or tungstenite's own); `None` while they flow.
+    blocked_since: Option<Instant>,
     /// Bytes read since the last yield.
     read_since_yield: usize,
+    /// Whether a read may find bytes: false once one found none, until the reactor reports
+    /// the socket readable again.
+    readable: bool,
     /// tungstenite's last write did not take all it offered: part of a frame of its (a pong, a
     /// close) waits in its buffer, and nothing else may be written before it.
     tungstenite_unflushed: bool,
 }
 
-/// Since when writes to the socket have been blocked, shared with the session.
-#[derive(Clone)]
-pub(super) struct Blocked {
-    /// The reference point for `since_us`.
-    base: Instant,
-    /// Microseconds after `base` plus one when writes became blocked; 0 while they flow.
-    since_us: Arc<AtomicU64>,
-}
-
-impl Blocked {
-    /// Since when writes have been blocked, if they are.
-    pub(super) fn since(&self) -> Option<Instant> {
-        match self.since_us.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(self.base + Duration::from_micros(us - 1)),
+impl Watched {
+    /// Wraps `inner`.
+    pub(super) fn new(inner: TcpStream) -> Watched {
+        Watched {
+            inner: inner.into(),
+            blocked_since: None,
+            read_since_yield: 0,
+            readable: true,
+            tungstenite_unflushed: false,
         }
     }
 
-    fn mark(&self) {
-        let us = self.base.elapsed().as_micros() as u64 + 1;
-        // Only the first blocked write of a stretch sets the time.
-        let _ = self
-            .since_us
-            .compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
+    /// Since when writes to the socket have been blocked, if they are.
+    pub(super) fn blocked_since(&self) -> Option<Instant> {
+        self.blocked_since
     }
 
-    fn clear(&self) {
-        self.since_us.store(0, Ordering::Relaxed);
+    /// Records how a write went: only the first blocked write of a stretch sets the time.
+    fn note_write<T>(&mut self, r: &Poll<T>) {
+        match r {
+            Poll::Pending => {
+                self.blocked_since.get_or_insert_with(Instant::now);
+            }
+            Poll::Ready(_) => self.blocked_since = None,
+        }
     }
-}
 
-impl Watched {
-    /// Wraps `inner`; the returned handle tells since when its writes are blocked.
-    pub(super) fn new(inner: TcpStream) -> (Watched, Blocked) {
-        let blocked = Blocked {
-            base: Instant::now(),
-            since_us: Arc::new(AtomicU64::new(0)),
-        };
-        (
-            Watched {
-                inner,
-                blocked: blocked.clone(),
-                read_since_yield: 0,
-                tungstenite_unflushed: false,
-            },
-            blocked,
-        )
-    }
-}
-
-impl Watched {
     /// Whether tungstenite holds part of a frame it could not write yet.
     pub(super) fn tungstenite_unflushed(&self) -> bool {
         self.tungstenite_unflushed
@@ -108,11 +92,8 @@ impl Watched {
                     (&[][..], &payload[done - head.len()..])
                 };
                 let bufs = [io::IoSlice::new(h), io::IoSlice::new(p)];
-                let r = Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs);
-                match &r {
-                    Poll::Pending => self.blocked.mark(),
-                    Poll::Ready(_) => self.blocked.clear(),
-                }
+                let r = Pin::new(&mut &*self.inner).poll_write_vectored(cx, &bufs);
+                self.note_write(&r);
                 r
             })
             .await?;
@@ -151,19 +132,35 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        if self.read_since_yield >= READ_BUDGET {
-            self.read_since_yield = 0;
+        let this = &mut *self;
+        if this.read_since_yield >= READ_BUDGET {
+            this.read_since_yield = 0;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        match &r {
-            Poll::Ready(Ok(n)) => self.read_since_yield += n,
-            // Nothing ready: the task waits anyway, which is a yield.
-            Poll::Pending => self.read_since_yield = 0,
-            Poll::Ready(Err(_)) => {}
+        loop {
+            if !this.readable {
+                match this.inner.poll_readable(cx) {
+                    Poll::Ready(Ok(())) => this.readable = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        // Nothing ready: the task waits anyway, which is a yield.
+                        this.read_since_yield = 0;
+                        return Poll::Pending;
+                    }
+                }
+            }
+            match this.inner.get_ref().read(buf) {
+                Ok(n) => {
+                    this.read_since_yield += n;
+                    return Poll::Ready(Ok(n));
+                }
+                // Registers for the next readiness event on the next turn of the loop.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
-        r
     }
 }
 
@@ -173,22 +170,19 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        match &r {
-            Poll::Pending => self.blocked.mark(),
-            Poll::Ready(_) => self.blocked.clear(),
-        }
+        let r = Pin::new(&mut &*self.inner).poll_write(cx, buf);
+        self.note_write(&r);
         // tungstenite offers its whole remaining buffer on every write.
         self.tungstenite_unflushed = !matches!(&r, Poll::Ready(Ok(n)) if *n == buf.len());
         r
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.inner).poll_flush(cx)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.inner).poll_close(cx)
     }
 }
 

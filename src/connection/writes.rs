@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use async_channel::Receiver;
@@ -20,21 +21,29 @@ use super::{CLOSE_GRACE, Ending, Session, Step};
 use crate::app::App;
 use crate::rate::READ_BATCH;
 
-/// The daemon's shutdown signal as one future kept for the connection's life: waiting on the
+/// The daemon's shutdown signal as one wait kept for the connection's life: waiting on the
 /// shared channel anew at every wake-up put every connection's listener on it, under its lock,
-/// once per frame.
+/// once per frame. The wait is polled only to register a new waker; otherwise a wake-up costs
+/// one look at whether the channel is closed.
 pub(super) struct ShutdownSignal {
+    /// The daemon's shutdown channel: closed means shutting down.
+    channel: Receiver<()>,
     /// Set once the wait completed (an async block must not be polled after it finished).
     fired: bool,
+    /// The waker the wait last registered.
+    registered: Option<Waker>,
     /// The wait itself.
     wait: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl ShutdownSignal {
     pub(super) fn new(shutdown: &Receiver<()>) -> ShutdownSignal {
+        let channel = shutdown.clone();
         let shutdown = shutdown.clone();
         ShutdownSignal {
+            channel,
             fired: false,
+            registered: None,
             wait: Box::pin(async move {
                 // Errs at once when the shutdown channel is closed: that is the signal.
                 let _ = shutdown.recv().await;
@@ -42,12 +51,30 @@ impl ShutdownSignal {
         }
     }
 
+    /// Ready once the daemon shuts down.
+    pub(super) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.fired || self.channel.is_closed() {
+            return Poll::Ready(());
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            // The wait holds this waker already and wakes it when the channel closes.
+            return Poll::Pending;
+        }
+        if self.wait.as_mut().poll(cx).is_ready() {
+            self.fired = true;
+            return Poll::Ready(());
+        }
+        self.registered = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
     /// Completes once the daemon shuts down.
     pub(super) async fn fired(&mut self) {
-        if !self.fired {
-            self.wait.as_mut().await;
-            self.fired = true;
-        }
+        std::future::poll_fn(|cx| self.poll_fired(cx)).await
     }
 }
 
