@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{self, BufRead};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +21,9 @@ pub struct Proc {
     pub addr: SocketAddr,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
+    /// The one address the benchmark's clients connect from, where the loopback's many are not
+    /// at hand (across a veth pair); `None`: spread over 127.0.0.0/8, four per address.
+    pub client_source: Option<Ipv4Addr>,
 }
 
 impl Proc {
@@ -36,25 +39,33 @@ impl Proc {
         args: &[String],
         tag: &str,
     ) -> io::Result<Proc> {
-        let log = log_path(tag);
-        let out = fs::File::create(&log)?;
         let mut cmd = Command::new(bin);
         cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        Proc::listening(cmd, flood, tag)
+    }
+
+    /// Starts `cmd` (an edgemon daemon, or a stand-in that prints the same "listening on
+    /// http://ADDR" line) with the benchmark topic set to `flood`, and waits for that line.
+    pub fn listening(mut cmd: Command, flood: Option<&str>, tag: &str) -> io::Result<Proc> {
+        let log = log_path(tag);
+        let out = fs::File::create(&log)?;
         match flood {
             Some(f) => cmd.env(BENCH_FLOOD_ENV, f),
             None => cmd.env_remove(BENCH_FLOOD_ENV),
         };
+        let program = cmd.get_program().to_string_lossy().into_owned();
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", bin.display())))?;
+            .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
         let mut p = Proc {
             name: tag.into(),
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            client_source: None,
         };
         p.addr = p.wait_for_listen_line(Duration::from_secs(10))?;
         Ok(p)
@@ -76,6 +87,7 @@ impl Proc {
             child,
             addr,
             log,
+            client_source: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -7,6 +7,7 @@
 
 mod client;
 mod daemon;
+mod netns;
 mod peers;
 mod procfs;
 mod report;
@@ -43,6 +44,15 @@ struct Args {
     /// seconds per CPU window (default 60, smoke 3)
     #[argh(option)]
     window: Option<u64>,
+    /// run only this scenario (repeatable): idle (with dashboard), connections (the fan-outs),
+    /// veth (the fan-outs across a veth pair; root), node (Node ws on both), churn, slow,
+    /// hostile, subscribed, stretch; the binary size is always measured
+    #[argh(option)]
+    only: Vec<String>,
+    /// the Node `ws` comparison peer's directory, after `npm ci --prefix` it (default
+    /// src/bench/node-ws; skipped if not installed)
+    #[argh(option, default = "PathBuf::from(\"src/bench/node-ws\")")]
+    node_ws: PathBuf,
     /// connections for the idle-RSS and fan-out lines (default 2000, smoke 300)
     #[argh(option)]
     connections: Option<usize>,
@@ -64,6 +74,17 @@ fn main() -> ExitCode {
     let args: Args = argh::from_env();
     if args.passes == 0 || args.window == Some(0) {
         eprintln!("edgemon-bench: --passes and --window must be at least 1");
+        return ExitCode::from(2);
+    }
+    if let Some(bad) = args
+        .only
+        .iter()
+        .find(|s| !scenarios::SCENARIOS.contains(&s.as_str()))
+    {
+        eprintln!(
+            "edgemon-bench: --only: unknown scenario {bad:?} (one of {})",
+            scenarios::SCENARIOS.join(", ")
+        );
         return ExitCode::from(2);
     }
     let daemon = match args.daemon.clone() {

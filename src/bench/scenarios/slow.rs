@@ -21,8 +21,8 @@ pub(super) async fn slow_consumers(r: &mut Report, plan: &Plan, d: &Proc) -> io:
     let s = "slow";
     let base = warm_up(d).await?;
     // A small receive buffer fills in well under a second at 100 KiB/s.
-    let (stalled, e1) = open(d.addr, 0, plan.slow_stalled, Some(4096)).await;
-    let (readers, e2) = open(d.addr, 10_000, plan.slow_readers, None).await;
+    let (stalled, e1) = open(d, 0, plan.slow_stalled, Some(4096)).await;
+    let (readers, e2) = open(d, 10_000, plan.slow_readers, None).await;
     if let Some(e) = e1.first().or(e2.first()) {
         return Err(io::Error::other(format!("slow consumers: {e}")));
     }

@@ -27,7 +27,7 @@ pub(super) async fn subscribed(
     let mut clients = Vec::with_capacity(n);
     let mut rss_at_quarter = 0;
     for (first, count) in [(0, quarter), (quarter, n - quarter)] {
-        let (opened, errors) = open(d.addr, first, count, None).await;
+        let (opened, errors) = open(d, first, count, None).await;
         if let Some(e) = errors.first() {
             return Err(io::Error::other(format!(
                 "subscribed: {} of {count} connections failed, first: {e}",
