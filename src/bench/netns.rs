@@ -117,14 +117,14 @@ impl Drop for Veth {
     }
 }
 
-/// Pins every thread of this process to `cpu`, or back to every CPU with `None`.
+/// Pins every thread of this process to `cpu`, or back to every online CPU with `None`.
 pub fn pin_self(cpu: Option<usize>) -> io::Result<()> {
     let cpus = match cpu {
         Some(c) => c.to_string(),
-        None => format!(
-            "0-{}",
-            std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
-        ),
+        // Not from available_parallelism, which counts only the CPUs this process may use.
+        None => std::fs::read_to_string("/sys/devices/system/cpu/online")?
+            .trim()
+            .to_string(),
     };
     let pid = std::process::id().to_string();
     Command::new("taskset")
