@@ -27,10 +27,17 @@ impl Secret {
     pub fn from_file(path: &Path) -> Result<Secret, String> {
         let meta =
             std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        // SECURITY: a token others on the host can read protects nothing.
-        if meta.permissions().mode() & 0o004 != 0 {
+        // SECURITY: a token others on the host can read protects nothing, and one they can
+        // write they can set.
+        let mode = meta.permissions().mode();
+        if mode & 0o006 != 0 {
+            let what = match (mode & 0o004 != 0, mode & 0o002 != 0) {
+                (true, true) => "readable and writable",
+                (true, false) => "readable",
+                _ => "writable",
+            };
             return Err(format!(
-                "{} is readable by every user on this host; run chmod o-r {} (0600 or 0640 are fine)",
+                "{} is {what} by every user on this host; run chmod o-rw {} (0600 or 0640 are fine)",
                 path.display(),
                 path.display()
             ));
@@ -60,10 +67,13 @@ impl Secret {
         ct_eq(self.0.as_bytes(), candidate.as_bytes())
     }
 
-    /// The `Set-Cookie` value that lets the dashboard keep working after a `?token=` load.
+    /// The `Set-Cookie` value that lets the dashboard keep working after a `?token=` load. `Lax`,
+    /// not `Strict`: a link to the dashboard from another page (a start page, another board) must
+    /// carry it, and every route is a GET that changes nothing, while the WebSocket checks
+    /// `Origin` and every route `Host` (see `upgrade` and `host`).
     pub fn cookie(&self) -> String {
         format!(
-            "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age=31536000",
+            "{COOKIE}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age=31536000",
             self.0
         )
     }
@@ -101,7 +111,9 @@ pub fn presented(secret: &Secret, req: &Request) -> Presented {
     if let Some(query) = req.query.as_deref()
         && let Some(t) = query.split('&').find_map(|kv| kv.strip_prefix("token="))
     {
-        return if secret.matches(t) {
+        // `+` and `/` are token characters, and a link or a form may percent-encode them.
+        let t = percent_decoded(t);
+        return if t.as_deref().is_some_and(|t| secret.matches(t)) {
             Presented::Query
         } else {
             Presented::WrongQuery
@@ -118,6 +130,46 @@ pub fn presented(secret: &Secret, req: &Request) -> Presented {
     }
     Presented::None
 }
+
+/// A query value with its `%XX` escapes decoded (`+` stays `+`: a token may contain it, and
+/// `openssl rand -base64` output is pasted as is); `None` for a broken escape or non-UTF-8.
+fn percent_decoded(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether the request is a browser loading a page (it asks for HTML), not a script or a fetch.
+fn wants_html(req: &Request) -> bool {
+    req.accept
+        .as_deref()
+        .is_some_and(|a| a.to_ascii_lowercase().contains("text/html"))
+}
+
+/// What a browser sees instead of the dashboard without the token: how to log in.
+const LOGIN_PAGE: &str = "<!doctype html>
+<html lang=\"en\"><head><meta charset=\"utf-8\">
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<title>edgemon: token needed</title></head>
+<body style=\"font: 16px/1.5 system-ui, sans-serif; max-width: 36em; margin: 3em auto; padding: 0 1em\">
+<h1>This board needs its token</h1>
+<p>edgemon here was started with <code>--token-file</code>. Open this page once as
+<code>/?token=&lt;token&gt;</code> (the token is the content of that file); the browser then keeps it
+in a cookie and the address bar loses it.</p>
+<p>Scripts send <code>Authorization: Bearer &lt;token&gt;</code> instead.</p>
+</body></html>
+";
 
 /// SECURITY: with `--token-file`, every route but `/healthz` needs the token. Returns the answer
 /// that replaces the route's (401, or the redirect that turns `?token=` into a cookie), or `None`
@@ -137,6 +189,20 @@ pub fn check(secret: Option<&Secret>, req: &Request) -> Option<Response> {
                 .with("Set-Cookie", secret.cookie()),
         ),
         Presented::Query => None,
+        _ if wants_html(req) => Some(
+            Response::new(
+                401,
+                "text/html; charset=utf-8",
+                "no-store",
+                LOGIN_PAGE.as_bytes(),
+            )
+            .with("WWW-Authenticate", "Bearer realm=\"edgemon\"")
+            // SECURITY: a static page: no script, no framing, its one style attribute only.
+            .with(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+        ),
         _ => Some(
             Response::error(
                 401,
@@ -216,15 +282,50 @@ mod tests {
     }
 
     #[test]
+    fn a_percent_encoded_query_token_is_decoded() {
+        let s = Secret::new("abc+def/ghi=jklmnop").unwrap();
+        let q = |v: &str| presented(&s, &req(None, Some(&format!("token={v}")), None));
+        assert_eq!(q("abc%2Bdef%2Fghi%3Djklmnop"), Presented::Query);
+        assert_eq!(q("abc+def/ghi=jklmnop"), Presented::Query);
+        assert_eq!(q("abc%2bdef%2fghi%3djklmnop"), Presented::Query);
+        for broken in ["abc%2", "abc%zz", "%ff%fe"] {
+            assert_eq!(q(broken), Presented::WrongQuery, "{broken}");
+        }
+    }
+
+    #[test]
+    fn a_browser_without_the_token_gets_a_page_saying_how_to_log_in() {
+        let s = Secret::new(T).unwrap();
+        let page = Request {
+            path: "/".into(),
+            accept: Some("text/html,application/xhtml+xml,*/*;q=0.8".into()),
+            ..Request::default()
+        };
+        let r = check(Some(&s), &page).unwrap();
+        assert_eq!(r.status, 401);
+        assert!(r.content_type.starts_with("text/html"));
+        assert!(String::from_utf8_lossy(&r.body).contains("/?token="));
+        let script = Request {
+            path: "/api/system".into(),
+            ..Request::default()
+        };
+        let r = check(Some(&s), &script).unwrap();
+        assert_eq!((r.status, r.content_type), (401, "application/json"));
+    }
+
+    #[test]
     fn a_world_readable_token_file_is_refused() {
         let p = std::env::temp_dir().join(format!("edgemon-token-{}", std::process::id()));
         std::fs::write(&p, format!("{T}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Secret::from_file(&p).unwrap_err();
         assert!(
-            e.contains("readable by every user") && e.contains("chmod o-r"),
+            e.contains("readable by every user") && e.contains("chmod o-rw"),
             "{e}"
         );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o602)).unwrap();
+        let e = Secret::from_file(&p).unwrap_err();
+        assert!(e.contains("writable by every user"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(Secret::from_file(&p).unwrap().matches(T));
         std::fs::remove_file(&p).unwrap();

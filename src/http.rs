@@ -42,6 +42,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// `Cookie`.
     pub cookie: Option<String>,
+    /// `Accept` (a browser's page load asks for `text/html`).
+    pub accept: Option<String>,
     /// The request announces a body (`Content-Length` above zero or any `Transfer-Encoding`).
     pub has_body: bool,
 }
@@ -150,6 +152,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             req.authorization = Some(once(&req.authorization)?);
         } else if name.eq_ignore_ascii_case("cookie") {
             req.cookie = Some(once(&req.cookie)?);
+        } else if name.eq_ignore_ascii_case("accept") {
+            // Several are allowed (RFC 9110 lists); only "does it ask for HTML" matters.
+            let v = value()?;
+            match &mut req.accept {
+                Some(a) => {
+                    a.push(',');
+                    a.push_str(&v);
+                }
+                None => req.accept = Some(v),
+            }
         } else if name.eq_ignore_ascii_case("content-length") {
             if content_length.is_some() {
                 return Err(HeadError::Malformed("repeated Content-Length"));
@@ -226,6 +238,13 @@ where
     .await
 }
 
+/// Kernel send buffer of every client socket (HTTP, and the WebSockets it upgrades to). The
+/// kernel's autotuning lets a client that stops reading pin megabytes of kernel memory before a
+/// write ever blocks (a pipelining client that never read was dropped after about 20 s, not
+/// `--write-timeout`); capped, its writes block within a few answers or frames and
+/// `--write-timeout` ends it.
+pub const SEND_BUFFER: usize = 64 * 1024;
+
 /// Writes `r` as a connection's last answer, within `timeout`, and shuts the socket down. The
 /// client may not read it; the connection ends either way.
 pub async fn write_last(stream: &mut smol::net::TcpStream, r: &Response, timeout: Duration) {
@@ -280,6 +299,18 @@ impl Response {
     pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
+    }
+
+    /// What a route that only speaks WebSocket answers anything else (426).
+    pub fn needs_upgrade() -> Response {
+        Response::error(426, "this route needs a WebSocket upgrade").with("Upgrade", "websocket")
+    }
+
+    /// The response to a `HEAD`: the same head (its `Content-Length` the body's), no body.
+    pub fn head_bytes(&self, keep_alive: bool) -> Vec<u8> {
+        let mut bytes = self.to_bytes(keep_alive);
+        bytes.truncate(bytes.len() - self.body.len());
+        bytes
     }
 
     /// The full response bytes; `keep_alive` chooses the `Connection` header.

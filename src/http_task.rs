@@ -33,6 +33,11 @@ pub(crate) async fn serve_http(
 ) {
     // Replies are tiny: let them go out at once.
     let _ = stream.set_nodelay(true);
+    // The cap is set before the first answer, so it holds for the WebSocket this may become.
+    if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(&stream, http::SEND_BUFFER) {
+        // Not fatal: the connection works with the kernel's default, only costs more if stalled.
+        log::debug!("http {peer}: cannot cap the send buffer: {e}");
+    }
     let cfg = &app.config;
     let Some(slot) = app.http_slots.admit(peer.ip()) else {
         app.limits.refuse(Refused::HttpCap);
@@ -99,7 +104,11 @@ pub(crate) async fn serve_http(
         let keep_alive = req.keep_alive() && !req.has_body && opened.elapsed() < cfg.keepalive_life;
         match answer(&app, &req, peer).await {
             Routed::Response(r) => {
-                let bytes = r.to_bytes(keep_alive);
+                let bytes = if req.method == "HEAD" {
+                    r.head_bytes(keep_alive)
+                } else {
+                    r.to_bytes(keep_alive)
+                };
                 if http::write_all(&mut stream, &bytes, cfg.write_timeout)
                     .await
                     .is_err()

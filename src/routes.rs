@@ -14,11 +14,14 @@ pub enum Routed {
     Upgrade(Option<String>),
 }
 
-/// Routes one request from `peer`.
+/// Routes one request from `peer`. `HEAD` is answered wherever `GET` is, with the same head
+/// (uptime checkers and `curl -I` use it; the caller leaves the body out); on the WebSocket
+/// routes it gets what a `GET` without an upgrade gets.
 pub async fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
-    if req.method != "GET" {
+    let head = req.method == "HEAD";
+    if req.method != "GET" && !head {
         return Routed::Response(
-            Response::error(405, "only GET is supported").with("Allow", "GET"),
+            Response::error(405, "only GET and HEAD are supported").with("Allow", "GET, HEAD"),
         );
     }
     if req.has_body {
@@ -47,10 +50,14 @@ pub async fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
         "/api/system" => system(app).await,
         "/api/topics" => topics(app),
         "/metrics" => metrics(app).await,
+        "/ws" if head => Response::needs_upgrade(),
         "/ws" => return Routed::Upgrade(None),
         path => match path.strip_prefix("/ws/") {
             // SECURITY: the topic is matched exactly against the catalog, never decoded or used as a path.
             Some(topic) if app.topics.exists(topic) => {
+                if head {
+                    return Routed::Response(Response::needs_upgrade());
+                }
                 return Routed::Upgrade(Some(topic.to_string()));
             }
             Some(_) => Response::error(404, "unknown topic"),

@@ -14,11 +14,6 @@ use crate::connection;
 use crate::http::{self, Request, Response};
 use crate::limits::{ConnSlot, Limits, Rejection};
 
-/// Kernel send buffer of a WebSocket socket. The kernel's autotuning lets a stalled client pin
-/// megabytes of kernel memory before a write ever blocks; capped, a client that stops reading
-/// blocks our writes within a few frames and `--write-timeout` ends it.
-pub const WS_SEND_BUFFER: usize = 64 * 1024;
-
 /// Checks a WebSocket upgrade, admits it, answers 101, and starts the connection task.
 ///
 /// `drain` is handed on to the connection task, so shutdown waits for it too.
@@ -39,10 +34,6 @@ pub(crate) async fn upgrade(
             return;
         }
     };
-    if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(&stream, WS_SEND_BUFFER) {
-        // Not fatal: the connection works with the kernel's default, only costs more if stalled.
-        log::debug!("ws {peer}: cannot cap the send buffer: {e}");
-    }
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n\r\n",
@@ -118,8 +109,7 @@ fn check_upgrade(req: &Request) -> Result<String, Response> {
         .as_deref()
         .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     if !is_ws {
-        return Err(Response::error(426, "this route needs a WebSocket upgrade")
-            .with("Upgrade", "websocket"));
+        return Err(Response::needs_upgrade());
     }
     if req.version != 1 {
         return Err(Response::error(400, "WebSocket needs HTTP/1.1"));

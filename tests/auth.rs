@@ -95,7 +95,7 @@ fn a_token_in_the_page_url_becomes_a_cookie_the_dashboard_then_uses() {
         "the token leaves the address bar"
     );
     let cookie = r.header("set-cookie").unwrap();
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
     let pair = cookie.split(';').next().unwrap().to_string();

@@ -399,3 +399,22 @@ fn bursts_a_real_client_makes_are_served_in_full() {
     }
     assert_eq!(refused(&srv, "ws_rate") + refused(&srv, "http_rate"), 0);
 }
+
+#[test]
+fn a_pipelining_client_that_never_reads_is_dropped_within_the_write_timeout() {
+    let mut c = config();
+    c.write_timeout = Duration::from_secs(2);
+    let srv = start(c);
+    let s = TcpStream::connect(srv.addr).unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", srv.addr);
+    let t0 = Instant::now();
+    // Never read: the answers fill the kernel buffers, then the daemon's writes block.
+    let (t, cut_off) = flood(s, request.repeat(64).into_bytes(), Duration::from_secs(30));
+    t.join().unwrap();
+    let took = t0.elapsed();
+    assert!(cut_off.load(Ordering::SeqCst), "never dropped");
+    // The send buffer is capped, so the answers block within the burst; uncapped, the kernel
+    // buffered them for about 20 s first.
+    assert!(took < Duration::from_secs(6), "dropped after {took:?}");
+    assert_eq!(get(srv.addr, "/healthz").status, 200);
+}

@@ -57,7 +57,7 @@ fn unknown_route_is_404_and_wrong_method_is_405_with_json_errors() {
     );
     let r = &parse_responses(&text)[0];
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow").as_deref(), Some("GET"));
+    assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"));
     assert!(r.json()["error"].is_string());
 }
 
@@ -318,4 +318,59 @@ fn slowloris_connections_neither_block_a_good_client_nor_outlive_the_head_timeou
         t0.elapsed()
     );
     feeder.join().unwrap();
+}
+
+#[test]
+fn head_is_answered_wherever_get_is_with_the_same_head_and_no_body() {
+    let srv = start(config());
+    let addr = srv.addr;
+    let routes = [
+        "/",
+        "/app.js",
+        "/app.css",
+        "/favicon.svg",
+        "/favicon.ico",
+        "/healthz",
+        "/metrics",
+        "/api/system",
+        "/api/topics",
+        "/api/websocket/stats",
+        "/api/websocket/admission",
+        "/ws",
+        "/ws/system",
+        "/ws/nope",
+        "/nope",
+    ];
+    for path in routes {
+        let g = get(addr, path);
+        let text = raw(
+            addr,
+            format!("HEAD {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert_eq!(body, "", "HEAD {path} sent a body");
+        let h = HttpResponse {
+            status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+            head: head.to_string(),
+            body: String::new(),
+        };
+        assert_eq!(h.status, g.status, "HEAD {path}");
+        assert_eq!(h.header("content-type"), g.header("content-type"), "{path}");
+        let len: usize = h.header("content-length").unwrap().parse().unwrap();
+        // Live figures change between the two requests; the rest must be byte for byte.
+        if !path.starts_with("/api/") && path != "/metrics" {
+            assert_eq!(len, g.body.len(), "HEAD {path}: Content-Length");
+        }
+    }
+    // On a kept-alive connection the next request's answer follows the head directly.
+    let text = raw(
+        addr,
+        format!(
+            "HEAD /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n\
+             GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert!(text.ends_with("\r\n\r\nok\n"), "{text}");
 }

@@ -299,7 +299,8 @@ test('a page on another origin cannot open a WebSocket unless allowed', async ()
 });
 
 test('with a token, /?token= logs the browser in and the dashboard goes live', async () => {
-  const token = 'browser-token-0123456789abcdef';
+  const http = await import('node:http');
+  const token = 'browser+token/0123456789abcdef=';
   const file = path.join(os.tmpdir(), `edgemon-browser-token-${process.pid}`);
   fs.writeFileSync(file, token + '\n', { mode: 0o600 });
   const d = await startDaemon(['--token-file', file]);
@@ -308,11 +309,32 @@ test('with a token, /?token= logs the browser in and the dashboard goes live', a
     const page = await context.newPage();
     const first = await page.goto(d.url + '/');
     assert.equal(first.status(), 401);
-    await page.goto(`${d.url}/?token=${token}`);
+    // A browser without the token sees how to log in, not a JSON error.
+    assert.match(first.headers()['content-type'], /^text\/html/);
+    assert.match(await page.textContent('body'), /\/\?token=/);
+    // Percent-encoded, as a link or a form would send it.
+    await page.goto(`${d.url}/?token=${encodeURIComponent(token)}`);
     assert.equal(new URL(page.url()).search, '', 'the token stays in the address bar');
     await waitFor('live with the cookie', async () => (await text(page, '#conn')) === 'live');
     const cookies = await context.cookies();
-    assert.ok(cookies.some((c) => c.name === 'edgemon_token' && c.httpOnly && c.sameSite === 'Strict'));
+    assert.ok(cookies.some((c) => c.name === 'edgemon_token' && c.httpOnly && c.sameSite === 'Lax'));
+
+    // A link from a page on another site (localhost is another site than 127.0.0.1) reaches
+    // the dashboard: a Lax cookie goes with a top-level navigation, a Strict one would not.
+    const other = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(`<!doctype html><a id="go" href="${d.url}/">the board</a>`);
+    });
+    await new Promise((r) => other.listen(0, '127.0.0.1', r));
+    try {
+      const start = await context.newPage();
+      await start.goto(`http://localhost:${other.address().port}/`);
+      const [landed] = await Promise.all([start.waitForNavigation(), start.click('#go')]);
+      assert.equal(landed.status(), 200, 'the link reached the dashboard with the cookie');
+      await waitFor('live after the link', async () => (await text(start, '#conn')) === 'live');
+    } finally {
+      other.close();
+    }
   } finally {
     await context.close();
     await stopDaemon(d);
