@@ -64,6 +64,9 @@ pub struct Flags {
     /// error, warn, info, debug or trace (default info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
 }
 
 /// The validated configuration.

@@ -4,6 +4,7 @@
 //! 0 after a clean stop (or `--help`), 2 for a bad flag or environment value, 1 when the daemon
 //! cannot start.
 
+use async_signal::Signal;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,9 +63,8 @@ fn run() -> Result<(), Exit> {
     let flood = config.flood;
     let server = Server::bind(config)
         .map_err(|e| Exit::Failed(format!("cannot listen on {listen}: {e}")))?;
-    let signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(|e| Exit::Failed(format!("cannot install signal handlers: {e}")))?;
+    let signals = async_signal::Signals::new([Signal::Term, Signal::Int, Signal::Hup])
+        .map_err(|e| Exit::Failed(format!("cannot install signal handlers: {e}")))?;
     if let Some((period, bytes)) = flood {
         log::warn!(
             "benchmark topic {FLOOD} is on: {bytes} bytes every {period:?} ({BENCH_FLOOD_ENV})"
@@ -99,8 +99,22 @@ fn run() -> Result<(), Exit> {
     server.run(async move {
         let mut signals = signals;
         let signal = async {
-            if let Some(Ok(sig)) = signals.next().await {
-                log::info!("received {sig:?}");
+            while let Some(sig) = signals.next().await {
+                match sig {
+                    // A closed terminal or a process manager's "reload": there is nothing to
+                    // reload (flags are read once), and stopping would drop every client.
+                    Ok(Signal::Hup) => log::info!(
+                        "received SIGHUP: nothing to reload, still serving (SIGTERM stops)"
+                    ),
+                    Ok(sig) => {
+                        log::info!("received {sig:?}");
+                        return;
+                    }
+                    Err(e) => {
+                        log::error!("signal handling failed: {e}; stopping");
+                        return;
+                    }
+                }
             }
         };
         // The watchdog never ends; the signal does, and stops the server.
@@ -129,6 +143,12 @@ fn config() -> Result<Config, Exit> {
             ))
         }
     })?;
+    if flags.version {
+        return Err(Exit::Help(format!(
+            "edgemon {}\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
     let mut config = Config::from_flags(&flags).map_err(|e| Exit::Usage(e.to_string()))?;
     // The benchmark's synthetic topic; never on unless the environment asks for it.
     if let Ok(v) = std::env::var(BENCH_FLOOD_ENV) {

@@ -469,3 +469,120 @@ fn sigint_also_stops_cleanly() {
         .expect("still running after SIGINT");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn sighup_is_logged_and_the_daemon_keeps_serving_its_clients() {
+    let mut d = Daemon::start(&[]);
+    let mut client = within(10, async {
+        let mut c = ws(d.addr, "/ws/system").await;
+        next_json(&mut c).await;
+        c
+    });
+    d.signal("HUP");
+    d.wait_line(WAIT, |l| {
+        l.contains("SIGHUP") && l.contains("still serving")
+    });
+    // The client keeps getting frames, and new requests are answered.
+    within(10, async {
+        next_of_type(&mut client, "data").await;
+    });
+    assert_eq!(get(d.addr, "/healthz").status, 200);
+    d.signal("TERM");
+    let status = d.wait_exit(Duration::from_secs(6)).expect("stops on TERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn version_prints_the_package_version_and_exits_0() {
+    let out = run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("edgemon {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    // Also with other flags, as `edgemon --listen x --version` from a script would.
+    let out = run(&["--listen", "127.0.0.1:0", "--version"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Every option `--help` lists, with its default if it has one: `("--listen", Some("0.0.0.0:9753"))`.
+fn help_options() -> Vec<(String, Option<String>)> {
+    let help = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    let options = help.split("Options:").nth(1).expect("an Options section");
+    // One entry per option: its first line starts with two spaces and the name; descriptions
+    // wrap onto lines indented further.
+    let mut entries: Vec<String> = Vec::new();
+    for line in options.lines() {
+        if line.starts_with("  --") {
+            entries.push(line.trim().to_string());
+        } else if let Some(e) = entries.last_mut() {
+            e.push(' ');
+            e.push_str(line.trim());
+        }
+    }
+    entries
+        .iter()
+        .map(|e| {
+            let name = e.split([' ', ',']).next().unwrap().to_string();
+            let default = e
+                .rsplit_once("(default ")
+                .and_then(|(_, d)| d.strip_suffix(')'))
+                .map(str::to_string);
+            (name, default)
+        })
+        .collect()
+}
+
+#[test]
+fn the_manual_page_lists_every_option_with_its_default_and_nothing_else() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/edgemon.8"))
+        .unwrap();
+    // roff writes a hyphen in an option as \-.
+    let text = page.replace("\\-", "-");
+    let options = help_options();
+    assert!(options.len() > 15, "{options:?}");
+    let mut listed = Vec::new();
+    for chunk in text.split(".TP\n").skip(1) {
+        let head = chunk.lines().next().unwrap();
+        if let Some(name) = head
+            .split_whitespace()
+            .nth(1)
+            .filter(|n| n.starts_with("--"))
+        {
+            listed.push((name.trim_matches('"').to_string(), chunk.to_string()));
+        }
+    }
+    for (name, default) in &options {
+        let Some((_, entry)) = listed.iter().find(|(n, _)| n == name) else {
+            panic!("edgemon.8 does not describe {name}");
+        };
+        if let Some(d) = default {
+            let entry = entry.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                entry.contains(&format!("(default {d})")),
+                "edgemon.8 gives {name} another default than --help's {d}: {entry}"
+            );
+        }
+    }
+    for (name, _) in &listed {
+        assert!(
+            options.iter().any(|(n, _)| n == name),
+            "edgemon.8 describes {name}, which --help does not list"
+        );
+    }
+    // The commented list in /etc/default/edgemon names every option too.
+    let defaults = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/edgemon.default"
+    ))
+    .unwrap();
+    for (name, _) in options
+        .iter()
+        .filter(|(n, _)| !["--help", "--version"].contains(&n.as_str()))
+    {
+        assert!(
+            defaults.contains(&format!("#   {name} ")),
+            "edgemon.default lacks {name}"
+        );
+    }
+}

@@ -40,7 +40,8 @@ for path in ./usr/bin/edgemon ./usr/lib/systemd/system/edgemon.service ./etc/def
             ./usr/share/doc/edgemon/changelog.Debian.gz; do
   grep -q " $path\$" <<<"$contents" || fail "$path missing from the package"
 done
-ok "dpkg-deb -c: binary, unit, conffile, README, copyright, changelog"
+grep -qE " \./usr/share/man/man8/edgemon\.8(\.gz)?\$" <<<"$contents" || fail "edgemon.8 missing from the package"
+ok "dpkg-deb -c: binary, unit, conffile, README, copyright, changelog, edgemon(8)"
 
 info=$(dpkg-deb -I "$deb")
 grep -q '^ Depends: libc6' <<<"$info" || fail "Depends lacks libc6: $info"
@@ -55,6 +56,10 @@ if lintian --fail-on error "$deb" 2>&1 | grep -v 'root privileges' | tee /tmp/li
   fail "lintian errors: $(cat /tmp/lintian.out)"
 fi
 ok "lintian: no errors ($(grep -c '^W:' /tmp/lintian.out || true) warnings)"
+if grep -E 'no-manual-page|manual-page' /tmp/lintian.out; then
+  fail "lintian complains about the manual page"
+fi
+ok "lintian: nothing about the manual page"
 
 dpkg -i "$deb" >/dev/null
 unit=/usr/lib/systemd/system/edgemon.service
