@@ -13,10 +13,12 @@ use smol::future::FutureExt;
 use smol::io::{AsyncBufReadExt, BufReader};
 use smol::stream::StreamExt;
 
-use crate::collect::tail::{Tail, cap_line};
+use crate::collect::tail::{SKIP_BEHIND, Skip, Tail, cap_line};
 use crate::hub::Hub;
 use crate::lock::lock;
-use crate::protocol::{Backfill, data_frame, error_frame, history_frames, unix_ms};
+use crate::protocol::{
+    Backfill, data_frame, error_frame, history_frames, missed_at_source, unix_ms,
+};
 use crate::rate::READ_BATCH;
 
 /// Lines a new subscriber receives first.
@@ -143,6 +145,19 @@ impl Ring {
         hub.publish(seq, data_frame(&self.topic, seq, ts, &data));
     }
 
+    /// Tells subscribers the tail skipped ahead (lines lost, how many unknown): a notice, like
+    /// an error, outside the numbering.
+    fn skipped(&self, hub: &Hub, skip: Option<Skip>) {
+        if let Some(s) = skip {
+            log::warn!(
+                "{}: more than {SKIP_BEHIND} bytes behind the file's end, skipped {} bytes",
+                self.topic,
+                s.bytes
+            );
+            hub.publish(0, missed_at_source(&self.topic, "too_far"));
+        }
+    }
+
     /// Records lines read before anyone could see them (the first read): no frames, just the ring.
     fn preload(&self, new: Vec<String>) {
         for line in new.iter().rev().take(BACKLOG).rev() {
@@ -202,7 +217,7 @@ pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, h
         drop(hub_now);
         let mut t = tail.take().expect("the tail comes back from every read");
         let first = !opened;
-        let (t, read) = smol::unblock(move || {
+        let (t, read, skip) = smol::unblock(move || {
             // Dropped when the read returns, or with the job if it never ran.
             let _busy = guard;
             let r = if first {
@@ -210,7 +225,8 @@ pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, h
             } else {
                 t.poll()
             };
-            (t, r)
+            let skip = t.take_skip();
+            (t, r, skip)
         })
         .await;
         opened = true;
@@ -227,8 +243,14 @@ pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, h
         match read {
             Ok(lines) => {
                 ring.set_error(Some(&hub), None);
-                for line in &lines {
+                for (i, line) in lines.iter().enumerate() {
+                    if skip.is_some_and(|s| s.after_lines == i) {
+                        ring.skipped(&hub, skip);
+                    }
                     ring.push(&hub, line);
+                }
+                if skip.is_some_and(|s| s.after_lines == lines.len()) {
+                    ring.skipped(&hub, skip);
                 }
             }
             Err(e) => ring.set_error(Some(&hub), Some(describe(t.path(), &e))),
@@ -282,6 +304,9 @@ pub async fn follow_journal(
     base(&mut cmd);
     cmd.args(["-n", &BACKLOG.to_string()]);
     let mut cursor = None;
+    // Kept until the unit's first entry (not cleared by a healthy journalctl): why a journal
+    // with no entries at all may be a mistyped name rather than a quiet service.
+    let mut no_entries = None;
     match cmd.output().await {
         Ok(out) if out.status.success() => {
             let mut lines = Vec::new();
@@ -290,6 +315,10 @@ pub async fn follow_journal(
                     lines.push(msg);
                     cursor = Some(cur);
                 }
+            }
+            if lines.is_empty() {
+                no_entries = why_no_entries(&unit, dir.is_some()).await;
+                ring.set_error(None, no_entries.clone());
             }
             ring.preload(lines);
         }
@@ -347,7 +376,7 @@ pub async fn follow_journal(
                         let Some(next) = next else {
                             cleared = true;
                             if let Some(hub) = hub.upgrade() {
-                                ring.set_error(Some(&hub), None);
+                                ring.set_error(Some(&hub), no_entries.clone());
                             }
                             continue;
                         };
@@ -359,8 +388,9 @@ pub async fn follow_journal(
                         let Some(hub) = hub.upgrade() else {
                             return false;
                         };
-                        if !cleared {
+                        if !cleared || no_entries.is_some() {
                             cleared = true;
+                            no_entries = None;
                             ring.set_error(Some(&hub), None);
                         }
                         ring.push(&hub, &msg);
@@ -382,6 +412,35 @@ pub async fn follow_journal(
         drop(hub);
         smol::Timer::after(JOURNAL_RETRY).await;
     }
+}
+
+/// Why a unit's journal has no entries at all, when that looks like a mistake: systemd knows no
+/// such unit, or (where systemd cannot be asked: a journal directory, no systemctl) the journal
+/// holds nothing for that name. `None` for a loaded unit that simply has not logged yet.
+async fn why_no_entries(unit: &str, from_dir: bool) -> Option<String> {
+    if !from_dir {
+        let out = smol::process::Command::new("systemctl")
+            .args(["show", "--property=LoadState", "--value", unit])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .await;
+        if let Ok(out) = out
+            && out.status.success()
+        {
+            return match String::from_utf8_lossy(&out.stdout).trim() {
+                "not-found" => Some(format!(
+                    "journal of {unit}: systemd knows no unit of that name (a typo? \
+                     systemctl list-units lists them); waiting for entries"
+                )),
+                _ => None,
+            };
+        }
+    }
+    Some(format!(
+        "journal of {unit}: no entries for this unit in the journal (is the name right? \
+         systemctl status {unit}); waiting for entries"
+    ))
 }
 
 fn journal_error(unit: &str, stderr: &[u8]) -> String {

@@ -131,6 +131,15 @@ pub fn missed(topic: &str, lines: u64) -> Utf8Bytes {
     )
 }
 
+/// `{"type":"missed","topic":..,"lines":null,"reason":..}`: lines lost at the source, how many
+/// not known (DESIGN.md's reasons: `too_far` for a tail that skipped ahead).
+pub fn missed_at_source(topic: &str, reason: &str) -> Utf8Bytes {
+    Utf8Bytes::from(
+        serde_json::json!({ "type": "missed", "topic": topic, "lines": null, "reason": reason })
+            .to_string(),
+    )
+}
+
 /// `{"type": kind, "topic": topic}`.
 fn ack(kind: &str, topic: &str) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::json!({ "type": kind, "topic": topic }).to_string())

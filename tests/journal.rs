@@ -111,7 +111,10 @@ fn journal_lines_follow_and_the_child_lives_only_with_the_hub() {
     );
 
     let srv = start(Config {
-        journals: vec![("svc".into(), UNIT.into())],
+        journals: vec![
+            ("svc".into(), UNIT.into()),
+            ("ghost".into(), "edgemon-no-such-unit.service".into()),
+        ],
         journal_dir: Some(dir.clone()),
         ..config()
     });
@@ -140,6 +143,19 @@ fn journal_lines_follow_and_the_child_lives_only_with_the_hub() {
         assert_eq!(v["data"]["line"], "a new line");
         assert_eq!(v["seq"], 3);
         ws.close(None).await.unwrap();
+
+        // A unit with no entries at all (a mistyped name): subscribed, an empty history, and an
+        // error frame saying so, not silence.
+        let mut ghost = common::ws(srv.addr, "/ws/logs/ghost").await;
+        assert_eq!(next_json(&mut ghost).await["type"], "subscribed");
+        let e = next_of_type(&mut ghost, "error").await;
+        assert_eq!(e["topic"], "logs/ghost");
+        let text = e["error"].as_str().unwrap();
+        assert!(
+            text.contains("edgemon-no-such-unit.service") && text.contains("no entries"),
+            "{e}"
+        );
+        ghost.close(None).await.unwrap();
     });
     assert!(srv.wait_until(Duration::from_secs(10), |s| s["producers"] == 0));
     // Killed with the hub and reaped: no journalctl child, running or zombie.

@@ -376,3 +376,42 @@ fn a_configured_path_through_a_symlink_keeps_working() {
         assert_eq!(next_line(&mut ws).await, "second");
     });
 }
+
+#[test]
+fn a_50_mb_line_is_cut_skipped_with_a_marker_and_the_next_line_arrives_promptly() {
+    let d = temp("burst");
+    let p = d.0.join("app.log");
+    append(&p, "before\n");
+    let srv = start(with_log("app", &p));
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws/logs/app").await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        let h = next_json(&mut ws).await;
+        assert_eq!(
+            (&h["type"], &h["data"][0]["data"]["line"]),
+            (&"history".into(), &"before".into())
+        );
+        // 50 MB in one line, then a line to look for: at one read a poll it would come 50 s
+        // later; the tail skips ahead instead (this `within` allows 20 s for all of it).
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..50 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.write_all(b"\nafter the burst\n").unwrap();
+        // The line in progress, cut like any over-long line.
+        let cut = next_line(&mut ws).await;
+        assert!(cut.starts_with(&"x".repeat(8 * 1024)), "{}", &cut[..40]);
+        assert!(
+            cut.ends_with("more bytes cut]"),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+        // Then the skip, with how many lines unknown, then the line after the burst.
+        let m = next_of_type(&mut ws, "missed").await;
+        assert_eq!(m["topic"], "logs/app");
+        assert_eq!(m["reason"], "too_far");
+        assert!(m["lines"].is_null(), "{m}");
+        assert_eq!(next_line(&mut ws).await, "after the burst");
+    });
+}

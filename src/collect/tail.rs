@@ -12,6 +12,19 @@ use std::path::{Path, PathBuf};
 pub const MAX_LINE: usize = 8 * 1024;
 /// Most bytes read in one poll, so a burst cannot pin memory; the rest comes next poll.
 pub const MAX_READ: usize = 256 * 1024;
+/// Further behind the file's end than this after a read, the tail skips ahead to the last
+/// `MAX_READ` bytes: a burst of 50 MB would otherwise delay every later line by 50 s at one read
+/// per poll. The skip is reported (`take_skip`) so subscribers get a `missed` marker.
+pub const SKIP_BEHIND: u64 = 4 * 1024 * 1024;
+
+/// A skip ahead: where it falls among the lines the poll returned, and how much it skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skip {
+    /// Lines returned before the skip (the rest came after it).
+    pub after_lines: usize,
+    /// Bytes not read.
+    pub bytes: u64,
+}
 
 /// A followed file.
 pub struct Tail {
@@ -23,6 +36,11 @@ pub struct Tail {
     partial: Vec<u8>,
     /// Bytes of the current line beyond `MAX_LINE`, discarded.
     cut: u64,
+    /// After a skip, the bytes up to the next newline are the end of a line whose start was
+    /// skipped: dropped, not taken for a line.
+    resync: bool,
+    /// The last skip ahead, until `take_skip`.
+    skipped: Option<Skip>,
 }
 
 struct Open {
@@ -47,7 +65,14 @@ impl Tail {
             file: None,
             partial: Vec::new(),
             cut: 0,
+            resync: false,
+            skipped: None,
         }
+    }
+
+    /// The skip ahead the last poll made, if it made one.
+    pub fn take_skip(&mut self) -> Option<Skip> {
+        self.skipped.take()
     }
 
     /// The followed path.
@@ -61,6 +86,8 @@ impl Tail {
         let start = start_of_last_lines(&mut file, meta.len(), n)?;
         self.attach(file, &meta, start);
         let (mut lines, _) = self.read_new_or_forget()?;
+        // Nothing was missed by anyone yet: a skip while opening is not news.
+        self.skipped = None;
         // A file bigger than one read: keep the newest `n`; the rest arrives with the next polls.
         if lines.len() > n {
             lines.drain(..lines.len() - n);
@@ -118,6 +145,7 @@ impl Tail {
         });
         self.partial.clear();
         self.cut = 0;
+        self.resync = false;
     }
 
     /// `read_new`, forgetting the handle on error so the next poll reopens the path instead of
@@ -139,29 +167,48 @@ impl Tail {
             open.last.clear();
             self.partial.clear();
             self.cut = 0;
+            self.resync = false;
         }
-        open.file.seek(SeekFrom::Start(open.pos))?;
-        let mut buf = Vec::new();
-        (&mut open.file)
-            .take(MAX_READ as u64)
-            .read_to_end(&mut buf)?;
+        let buf = open.read_chunk()?;
         let drained = buf.len() < MAX_READ;
-        open.pos += buf.len() as u64;
-        let keep = buf.len().min(TAIL_CHECK);
-        if keep == TAIL_CHECK {
+        let mut lines = self.split(&buf);
+        let Some(open) = self.file.as_mut() else {
+            return Ok((lines, drained));
+        };
+        let behind = len.saturating_sub(open.pos);
+        if !drained && behind > SKIP_BEHIND {
+            // The line in progress goes out cut, as an over-long line would; then the last
+            // MAX_READ bytes, from their first complete line.
+            let to = len - MAX_READ as u64;
+            let bytes = to - open.pos;
+            open.pos = to;
             open.last.clear();
-        } else {
-            let excess = (open.last.len() + keep).saturating_sub(TAIL_CHECK);
-            open.last.drain(..excess);
+            let buf = open.read_chunk()?;
+            lines.extend(self.flush_partial());
+            self.skipped = Some(Skip {
+                after_lines: lines.len(),
+                bytes,
+            });
+            self.resync = true;
+            lines.extend(self.split(&buf));
+            return Ok((lines, buf.len() < MAX_READ));
         }
-        open.last.extend_from_slice(&buf[buf.len() - keep..]);
-        Ok((self.split(&buf), drained))
+        Ok((lines, drained))
     }
 
     /// Splits new bytes into complete lines, keeping an unfinished one for later.
     fn split(&mut self, bytes: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
         let mut rest = bytes;
+        if self.resync {
+            match rest.iter().position(|b| *b == b'\n') {
+                Some(nl) => {
+                    rest = &rest[nl + 1..];
+                    self.resync = false;
+                }
+                None => return lines,
+            }
+        }
         while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
             self.push_partial(&rest[..nl]);
             lines.push(self.take_line());
@@ -199,6 +246,26 @@ impl Tail {
 }
 
 impl Open {
+    /// Reads up to `MAX_READ` bytes at `pos`, moving `pos` past them and keeping their last
+    /// bytes for the truncation check.
+    fn read_chunk(&mut self) -> io::Result<Vec<u8>> {
+        self.file.seek(SeekFrom::Start(self.pos))?;
+        let mut buf = Vec::new();
+        (&mut self.file)
+            .take(MAX_READ as u64)
+            .read_to_end(&mut buf)?;
+        self.pos += buf.len() as u64;
+        let keep = buf.len().min(TAIL_CHECK);
+        if keep == TAIL_CHECK {
+            self.last.clear();
+        } else {
+            let excess = (self.last.len() + keep).saturating_sub(TAIL_CHECK);
+            self.last.drain(..excess);
+        }
+        self.last.extend_from_slice(&buf[buf.len() - keep..]);
+        Ok(buf)
+    }
+
     /// Whether the bytes just before `pos` are still the ones read there.
     fn last_bytes_unchanged(&mut self) -> io::Result<bool> {
         if self.last.is_empty() {
@@ -461,6 +528,37 @@ mod tests {
         );
         assert!(lines[1].len() < MAX_LINE + 40);
         assert_eq!(lines[2], "after");
+    }
+
+    #[test]
+    fn far_behind_the_line_in_progress_is_cut_and_the_tail_skips_to_the_end() {
+        let d = dir("skip");
+        let p = d.0.join("a.log");
+        append(&p, b"");
+        let mut t = Tail::new(&p);
+        t.open_at_end(10).unwrap();
+        assert_eq!(t.take_skip(), None);
+        let big = vec![b'y'; 3 * SKIP_BEHIND as usize];
+        append(&p, &big);
+        append(&p, b"\nnext\n");
+        let got = t.poll().unwrap();
+        assert_eq!(got.len(), 2, "the cut line and the one after the skip");
+        assert!(got[0].starts_with(&"y".repeat(MAX_LINE)));
+        let cut = (MAX_READ - MAX_LINE) as u64;
+        assert!(
+            got[0].ends_with(&cut_marker(cut)),
+            "{}",
+            &got[0][MAX_LINE..]
+        );
+        assert_eq!(got[1], "next");
+        let skip = t.take_skip().expect("a skip");
+        assert_eq!(skip.after_lines, 1);
+        let len = big.len() as u64 + 6;
+        assert_eq!(skip.bytes, len - MAX_READ as u64 - MAX_READ as u64);
+        assert_eq!(t.take_skip(), None);
+        // Back to line by line.
+        append(&p, b"then\n");
+        assert_eq!(t.poll().unwrap(), ["then"]);
     }
 
     #[test]
