@@ -75,12 +75,16 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Integers without a fraction; everything finite as Rust prints it.
+/// Integers without a fraction; a value an `f32` holds exactly (the sampler's readings are
+/// `f32`) as the shortest decimal that gives that `f32` back, so `0.071` and not the widening's
+/// `0.07099999904632569`; anything else as Rust prints an `f64` (also the shortest round trip).
 fn number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
+    } else if f64::from(v as f32) == v {
+        format!("{}", v as f32)
     } else {
         format!("{v}")
     }
@@ -107,10 +111,10 @@ fn host(m: &mut Metrics, d: &SystemData) {
     let per_core = |v: &[f32]| -> Vec<(String, f64)> {
         v.iter()
             .enumerate()
-            .map(|(i, x)| (i.to_string(), f64::from(*x) / 100.0))
+            .map(|(i, x)| (i.to_string(), f64::from(*x / 100.0)))
             .collect()
     };
-    let mut cpu = vec![("total".to_string(), f64::from(d.cpu.total) / 100.0)];
+    let mut cpu = vec![("total".to_string(), f64::from(d.cpu.total / 100.0))];
     cpu.extend(per_core(&d.cpu.cores));
     let usage = (
         "edgemon_cpu_usage_ratio",
@@ -286,7 +290,7 @@ fn daemon(m: &mut Metrics, app: &App) {
             "edgemon_cpu_ratio",
             "gauge",
             "CPU used by the daemon over the last second, in cores.",
-            f64::from(own.cpu) / 100.0,
+            f64::from(own.cpu / 100.0),
         ),
         (
             "edgemon_connections_active",
@@ -383,6 +387,11 @@ mod tests {
             "# HELP x h\n# TYPE x gauge\nx{a=\"q\\\"uo\\\\te\\nnl\"} 2\nx 0.25\n"
         );
         assert_eq!(number(f64::NAN), "NaN");
+        // A reading of 7.1 % as the sampler holds it: f32, divided as f32, then widened.
+        assert_eq!(number(f64::from(7.1f32 / 100.0)), "0.071");
+        assert_eq!(number(f64::from(48.3f32)), "48.3");
+        assert_eq!(number(0.1), "0.1");
+        assert_eq!(number(1.0 / 3.0), "0.3333333333333333");
         assert_eq!(number(1e20), "100000000000000000000");
     }
 

@@ -286,6 +286,24 @@ fn a_hundred_invalid_commands_in_a_row_close_with_1008() {
 }
 
 #[test]
+fn invalid_commands_count_in_a_window_harmless_ones_in_between_reset_nothing() {
+    let srv = start(config());
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        // 99 invalid commands, then a harmless one, then more: the hundredth invalid one closes.
+        for i in 0..100 {
+            send(&mut ws, "{").await;
+            if i == 98 {
+                send(&mut ws, r#"{"op":"unsubscribe","topic":"system"}"#).await;
+            }
+        }
+        let f = close_frame(&mut ws).await.expect("close frame");
+        assert_eq!(f.code, CloseCode::Policy);
+        assert_eq!(f.reason.as_str(), "too many invalid commands");
+    });
+}
+
+#[test]
 fn injected_panic_closes_only_that_connection_and_counters_stay_right() {
     let mut c = config();
     c.test_hooks = true;

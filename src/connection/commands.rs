@@ -6,10 +6,7 @@ use std::time::Instant;
 
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
-use super::{
-    BACKFILL_AGAIN_AFTER, Ending, MAX_INVALID_IN_A_ROW, MAX_SUBSCRIPTIONS, Session, Step, Sub,
-    panic_message,
-};
+use super::{BACKFILL_AGAIN_AFTER, Ending, MAX_SUBSCRIPTIONS, Session, Step, Sub, panic_message};
 use crate::protocol::{self, Command};
 
 /// What a client command asks for.
@@ -38,7 +35,6 @@ impl Session {
             Err(e) => self.invalid(&e, None).map(Action::Reply),
             Ok(Command::Subscribe(topic)) => Ok(Action::Subscribe(topic)),
             Ok(Command::Unsubscribe(topic)) => {
-                self.invalid_in_a_row = 0;
                 self.subs.retain(|s| s.topic != topic);
                 Ok(Action::Reply(vec![protocol::unsubscribed(&topic)]))
             }
@@ -63,7 +59,6 @@ impl Session {
     /// Subscribes to `topic`; returns the acknowledgement and the backfill, or an error frame.
     async fn subscribe(&mut self, topic: &str) -> Step<Vec<Utf8Bytes>> {
         if self.subs.iter().any(|s| s.topic == topic) {
-            self.invalid_in_a_row = 0;
             return Ok(vec![protocol::subscribed(topic)]);
         }
         if self.subs.len() >= MAX_SUBSCRIPTIONS {
@@ -75,7 +70,6 @@ impl Session {
             Ok(sub) => sub,
             Err(e) => return self.invalid(&e.to_string(), Some(topic)),
         };
-        self.invalid_in_a_row = 0;
         // Taken after subscribing, so nothing published in between is missed; overlap is skipped by seq.
         let mut backfill = self.app.topics.backfill(topic).await;
         if backfill.frames.is_empty()
@@ -114,8 +108,10 @@ impl Session {
 
     /// An error frame for an invalid command; too many in a row end the connection with 1008.
     pub(super) fn invalid(&mut self, error: &str, topic: Option<&str>) -> Step<Vec<Utf8Bytes>> {
-        self.invalid_in_a_row += 1;
-        if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW {
+        // The command that spends the last of the allowance closes the connection.
+        let now = Instant::now();
+        self.invalid.take(now);
+        if !self.invalid.has_token(now) {
             return Err(Ending::InvalidCommands);
         }
         Ok(vec![protocol::error_frame(error, topic)])

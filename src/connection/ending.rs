@@ -19,7 +19,7 @@ pub(crate) enum Ending {
     PongTimeout,
     /// No subscription and no client message for `--idle-timeout`.
     Idle,
-    /// `MAX_INVALID_IN_A_ROW` invalid commands in a row.
+    /// More invalid commands than `INVALID_BURST` at once, or than `INVALID_PER_SEC` after it.
     InvalidCommands,
     /// The client kept sending faster than its message bucket refills for `WS_EMPTY_CLOSE`.
     RateLimited,

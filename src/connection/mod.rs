@@ -43,8 +43,12 @@ use crate::rate::{Bucket, READ_BATCH, WS_BURST, WS_EMPTY_CLOSE, WS_PER_SEC};
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 32;
-/// Invalid commands in a row after which the connection is closed with 1008.
-pub const MAX_INVALID_IN_A_ROW: u32 = 100;
+/// Invalid commands a connection may send at once before it is closed with 1008; counted in a
+/// window, not in a row (harmless commands in between reset nothing): the allowance refills at
+/// `INVALID_PER_SEC`.
+pub const INVALID_BURST: u32 = 100;
+/// Invalid commands a second a connection may keep sending.
+pub const INVALID_PER_SEC: u32 = 1;
 /// How long a close handshake may take before the socket is shut down regardless.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// A topic's backfill (its history, or its latest frame) goes to one connection at most once in
@@ -94,7 +98,7 @@ pub(crate) async fn serve(
         tx,
         rx,
         subs: Vec::new(),
-        invalid_in_a_row: 0,
+        invalid: Bucket::new(INVALID_BURST, INVALID_PER_SEC, now),
     };
     let ending = match AssertUnwindSafe(session.run(topic)).catch_unwind().await {
         Ok(ending) => ending,
@@ -138,8 +142,8 @@ struct Session {
     tx: Sender<Frame>,
     /// This connection's queue of frames from every subscribed hub (bounded by `--send-queue`).
     rx: Receiver<Frame>,
-    /// Consecutive invalid commands.
-    invalid_in_a_row: u32,
+    /// The allowance of invalid commands.
+    invalid: Bucket,
     /// The ping, pong and idle deadlines.
     clock: Clock,
     /// The client's message allowance; the socket is not read while it is empty.
