@@ -306,16 +306,23 @@ impl Response {
         Response::error(426, "this route needs a WebSocket upgrade").with("Upgrade", "websocket")
     }
 
-    /// The response to a `HEAD`: the same head (its `Content-Length` the body's), no body.
-    pub fn head_bytes(&self, keep_alive: bool) -> Vec<u8> {
-        let mut bytes = self.to_bytes(keep_alive);
-        bytes.truncate(bytes.len() - self.body.len());
-        bytes
-    }
-
     /// The full response bytes; `keep_alive` chooses the `Connection` header.
     pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.body.len());
+        self.write_head(keep_alive, &mut out);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The response to a `HEAD`: the same head (its `Content-Length` the body's), no body.
+    pub fn head_bytes(&self, keep_alive: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.write_head(keep_alive, &mut out);
+        out
+    }
+
+    /// The status line and headers, up to and with the blank line.
+    fn write_head(&self, keep_alive: bool, out: &mut Vec<u8>) {
         let head = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n\
              X-Content-Type-Options: nosniff\r\nConnection: {}\r\n",
@@ -331,8 +338,6 @@ impl Response {
             out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
-        out
     }
 }
 

@@ -147,15 +147,13 @@ impl Ring {
 
     /// Tells subscribers the tail skipped ahead (lines lost, how many unknown): a notice, like
     /// an error, outside the numbering.
-    fn skipped(&self, hub: &Hub, skip: Option<Skip>) {
-        if let Some(s) = skip {
-            log::warn!(
-                "{}: more than {SKIP_BEHIND} bytes behind the file's end, skipped {} bytes",
-                self.topic,
-                s.bytes
-            );
-            hub.publish(0, missed_at_source(&self.topic, "too_far"));
-        }
+    fn skipped(&self, hub: &Hub, skip: Skip) {
+        log::warn!(
+            "{}: more than {SKIP_BEHIND} bytes behind the file's end, skipped {} bytes",
+            self.topic,
+            skip.bytes
+        );
+        hub.publish(0, missed_at_source(&self.topic, "too_far"));
     }
 
     /// Records lines read before anyone could see them (the first read): no frames, just the ring.
@@ -243,14 +241,16 @@ pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, h
         match read {
             Ok(lines) => {
                 ring.set_error(Some(&hub), None);
-                for (i, line) in lines.iter().enumerate() {
-                    if skip.is_some_and(|s| s.after_lines == i) {
-                        ring.skipped(&hub, skip);
-                    }
+                let at = skip.map_or(lines.len(), |s| s.after_lines);
+                let (before, after) = lines.split_at(at);
+                for line in before {
                     ring.push(&hub, line);
                 }
-                if skip.is_some_and(|s| s.after_lines == lines.len()) {
-                    ring.skipped(&hub, skip);
+                if let Some(s) = skip {
+                    ring.skipped(&hub, s);
+                }
+                for line in after {
+                    ring.push(&hub, line);
                 }
             }
             Err(e) => ring.set_error(Some(&hub), Some(describe(t.path(), &e))),

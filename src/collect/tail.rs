@@ -171,29 +171,25 @@ impl Tail {
         }
         let buf = open.read_chunk()?;
         let drained = buf.len() < MAX_READ;
-        let mut lines = self.split(&buf);
-        let Some(open) = self.file.as_mut() else {
-            return Ok((lines, drained));
-        };
-        let behind = len.saturating_sub(open.pos);
-        if !drained && behind > SKIP_BEHIND {
-            // The line in progress goes out cut, as an over-long line would; then the last
-            // MAX_READ bytes, from their first complete line.
-            let to = len - MAX_READ as u64;
-            let bytes = to - open.pos;
-            open.pos = to;
-            open.last.clear();
-            let buf = open.read_chunk()?;
-            lines.extend(self.flush_partial());
-            self.skipped = Some(Skip {
-                after_lines: lines.len(),
-                bytes,
-            });
-            self.resync = true;
-            lines.extend(self.split(&buf));
-            return Ok((lines, buf.len() < MAX_READ));
+        if drained || len.saturating_sub(open.pos) <= SKIP_BEHIND {
+            return Ok((self.split(&buf), drained));
         }
-        Ok((lines, drained))
+        // Too far behind: the line in progress goes out cut, as an over-long line would; then
+        // the last MAX_READ bytes, from their first complete line.
+        let to = len - MAX_READ as u64;
+        let bytes = to - open.pos;
+        open.pos = to;
+        open.last.clear();
+        let end = open.read_chunk()?;
+        let mut lines = self.split(&buf);
+        lines.extend(self.flush_partial());
+        self.skipped = Some(Skip {
+            after_lines: lines.len(),
+            bytes,
+        });
+        self.resync = true;
+        lines.extend(self.split(&end));
+        Ok((lines, end.len() < MAX_READ))
     }
 
     /// Splits new bytes into complete lines, keeping an unfinished one for later.

@@ -23,19 +23,17 @@ fn unavailable(dir: &Path) -> Option<String> {
     None
 }
 
-fn command(dir: &Path, listen: &str, prefix: Option<Command>) -> Command {
-    let script = dir.join("flood.mjs");
-    match prefix {
-        Some(mut c) => {
-            c.arg("node").arg(script).arg(listen);
+/// `node flood.mjs LISTEN`, run through `runner` (the namespace's prefix) if one is given.
+fn command(dir: &Path, listen: &str, runner: Option<Command>) -> Command {
+    let mut c = runner.map_or_else(
+        || Command::new("node"),
+        |mut c| {
+            c.arg("node");
             c
-        }
-        None => {
-            let mut c = Command::new("node");
-            c.arg(script).arg(listen);
-            c
-        }
-    }
+        },
+    );
+    c.arg(dir.join("flood.mjs")).arg(listen);
+    c
 }
 
 /// Node's `ws` at the fan-out sizes, on the loopback (`node-ws`) and across the veth pair
