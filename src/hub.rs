@@ -8,6 +8,13 @@
 //! Lock order, the only one in this module: `Registry::hubs`, then `Registry::counters` or one
 //! `Hub::state`. Never the reverse, never two hubs' states at once, never across an `.await`, and
 //! no task or producer is dropped while one is held (their drop code may take locks of its own).
+//! Publishing takes no hub lock while it writes: it copies the list, then offers the frame to
+//! each subscriber's `Outlet` (which takes that connection's lock, then its queue's).
+//!
+//! A publish writes the frame straight to every subscriber whose way is clear (see `outlet`), in
+//! the producer's task: 2,000 subscribers are about 15 ms of writes in one poll on this project's
+//! machine, where queueing woke 2,000 tasks that ran back to back in the same place of the
+//! executor's queue, so nothing else waits longer than before.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,6 +28,7 @@ use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use smol::{Executor, Task, Timer};
 
 use crate::lock::lock;
+use crate::outlet::{Delivery, Outlet};
 
 /// A boxed producer future: it publishes into its hub until cancelled.
 pub type ProducerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -102,8 +110,9 @@ pub struct Hub {
 }
 
 struct HubState {
-    /// The explicit subscriber list: one bounded sender per subscribed connection.
-    subscribers: Vec<Subscriber>,
+    /// The explicit subscriber list: one bounded sender per subscribed connection (shared, so
+    /// a publish copies the list cheaply and writes with no hub lock held).
+    subscribers: Vec<Arc<Subscriber>>,
     /// The producer task; dropping it cancels the producer.
     producer: Option<Task<()>>,
     /// Bumped each time the list becomes empty; a linger timer only reaps the epoch it was armed for.
@@ -131,6 +140,8 @@ struct Subscriber {
     id: u64,
     /// The connection's queue; `force_send` drops the oldest frame when it is full.
     tx: Sender<Frame>,
+    /// The connection's socket, to write to directly when its way is clear (`None`: queue only).
+    outlet: Option<Arc<Outlet>>,
 }
 
 impl Hub {
@@ -178,19 +189,34 @@ impl Hub {
             text,
             counters: self.counters.clone(),
         }));
-        let mut st = self.lock();
-        st.last = Some(frame.clone());
+        let subscribers = {
+            let mut st = self.lock();
+            st.last = Some(frame.clone());
+            st.subscribers.clone()
+        };
         let mut reached = 0;
         // The list is only ever changed by subscribe and unsubscribe, so emptiness (and teardown)
         // has exactly one path. A closed queue is skipped; its Subscription removes it on drop.
-        for s in &st.subscribers {
-            match s.tx.force_send(frame.clone()) {
-                Ok(None) => reached += 1,
+        for s in &subscribers {
+            let queue = || match s.tx.force_send(frame.clone()) {
+                Ok(None) => Ok(true),
                 Ok(Some(old)) => {
                     old.0.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    Ok(false)
+                }
+                Err(_) => Err(()),
+            };
+            let delivery = match &s.outlet {
+                Some(outlet) => outlet.deliver(s.id, seq, &frame.0.text, queue),
+                None => queue().map_or(Delivery::Gone, |_| Delivery::Queued),
+            };
+            match delivery {
+                Delivery::Written => {
+                    frame.delivered();
                     reached += 1;
                 }
-                Err(_) => {}
+                Delivery::Covered | Delivery::Queued => reached += 1,
+                Delivery::Gone => {}
             }
         }
         reached
@@ -284,6 +310,17 @@ impl Registry {
         topic: &str,
         tx: &Sender<Frame>,
     ) -> Result<Subscription, UnknownTopic> {
+        self.attach(topic, tx, None)
+    }
+
+    /// `subscribe`, with the connection's socket for the hub to write to directly; the
+    /// subscription's lane in `outlet` (its id) is the caller's to add.
+    pub fn attach(
+        self: &Arc<Self>,
+        topic: &str,
+        tx: &Sender<Frame>,
+        outlet: Option<Arc<Outlet>>,
+    ) -> Result<Subscription, UnknownTopic> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut created = false;
         let hub = {
@@ -327,7 +364,11 @@ impl Registry {
             };
             let mut st = hub.lock();
             debug_assert!(!st.closed, "a closed hub is never in the registry");
-            st.subscribers.push(Subscriber { id, tx: tx.clone() });
+            st.subscribers.push(Arc::new(Subscriber {
+                id,
+                tx: tx.clone(),
+                outlet,
+            }));
             drop(st);
             hub
         };
@@ -459,6 +500,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The subscription's id (its lane in the connection's outlet).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The hub this subscription is attached to.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub

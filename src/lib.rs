@@ -47,6 +47,7 @@ pub mod logging;
 pub(crate) mod logs;
 pub(crate) mod metrics;
 pub mod notify;
+pub(crate) mod outlet;
 pub mod protocol;
 pub(crate) mod rate;
 pub(crate) mod routes;

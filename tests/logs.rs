@@ -166,14 +166,30 @@ fn a_subscriber_that_falls_behind_gets_a_missed_lines_marker() {
     c.send_queue = 4;
     let srv = start(c);
     within(20, async {
-        let mut ws = ws(srv.addr, "/ws/logs/burst").await;
+        // A reader with a tiny receive window that reads nothing during the burst: the hub writes
+        // while the socket takes it, then the queue of 4 overflows.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&srv.addr.into()).unwrap();
+        let std: std::net::TcpStream = sock.into();
+        let tcp = smol::net::TcpStream::try_from(std).unwrap();
+        let mut ws = ws_over(tcp, srv.addr, "/ws/logs/burst").await.unwrap();
         assert_eq!(next_json(&mut ws).await["type"], "subscribed");
         assert_eq!(next_json(&mut ws).await["type"], "history");
-        // 200 lines in one poll: all published at once into a queue of 4.
+        // 200 lines of 1 KiB in one poll (more than the socket's buffers): all published at once.
+        let pad = "p".repeat(1024);
         append(
             &p,
-            &(1..=200).map(|i| format!("b{i}\n")).collect::<String>(),
+            &(1..=200)
+                .map(|i| format!("b{i} {pad}\n"))
+                .collect::<String>(),
         );
+        // No event says "frames were dropped": look, briefly, until the queue has overflowed.
+        let hub = srv.app.registry.get("logs/burst").unwrap();
+        while hub.dropped() == 0 {
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
         let (mut got, mut missed) = (0u64, 0u64);
         let mut last_seq = 0;
         while got + missed < 200 {

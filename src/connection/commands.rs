@@ -53,7 +53,12 @@ impl Session {
     /// Subscribes to `topic` and sends the acknowledgement and backfill (or the error frame).
     pub(super) async fn subscribe_and_reply(&mut self, topic: &str) -> Step {
         let replies = self.subscribe(topic).await?;
-        self.send_all(replies).await
+        self.send_all(replies).await?;
+        // The backfill is out: the hub may write live frames itself from here on.
+        if let Some(sub) = self.subs.iter().find(|s| s.topic == topic) {
+            sub.outlet.go_live(sub.membership.id());
+        }
+        Ok(())
     }
 
     /// Subscribes to `topic`; returns the acknowledgement and the backfill, or an error frame.
@@ -66,7 +71,12 @@ impl Session {
             return self.invalid(&msg, Some(topic));
         }
         // SECURITY: only catalog names are topics; a name never reaches the filesystem.
-        let sub = match self.app.registry.subscribe(topic, &self.tx) {
+        let outlet = self.ws.get_ref().outlet().clone();
+        let sub = match self
+            .app
+            .registry
+            .attach(topic, &self.tx, Some(outlet.clone()))
+        {
             Ok(sub) => sub,
             Err(e) => return self.invalid(&e.to_string(), Some(topic)),
         };
@@ -83,11 +93,13 @@ impl Session {
             // Sent moments ago: live frames from here on (`covers_seq` still skips the overlap).
             backfill.frames.clear();
         }
+        // Until it goes live, the hub queues this subscription's frames and the task skips
+        // what the backfill covered.
+        outlet.add_lane(sub.id(), backfill.covers_seq, self.app.topics.is_log(topic));
         self.subs.push(Sub {
             topic: topic.to_string(),
             membership: sub,
-            last_seq: backfill.covers_seq,
-            marks_gaps: self.app.topics.is_log(topic),
+            outlet,
         });
         let mut out = vec![protocol::subscribed(topic)];
         out.extend(backfill.frames);

@@ -36,6 +36,7 @@ use writes::ShutdownSignal;
 use crate::app::App;
 use crate::hub::{Frame, Subscription};
 use crate::limits::{ConnSlot, Refused};
+use crate::outlet::{Admit, Outlet};
 use crate::protocol;
 use crate::rate::{Bucket, READ_BATCH, WS_BURST, WS_EMPTY_CLOSE, WS_PER_SEC};
 
@@ -164,15 +165,23 @@ struct Session {
     frames_in_a_row: u32,
 }
 
+/// One subscription; its numbering (what was sent, what the backfill covered) is its lane in the
+/// connection's outlet, where the hub writing directly keeps it too.
 struct Sub {
     /// Subscribed topic.
     topic: String,
     /// The hub membership; dropping it unsubscribes.
     membership: Subscription,
-    /// The last `seq` sent (or covered by the backfill); older frames are skipped.
-    last_seq: u64,
-    /// A log topic: a jump in `seq` is announced with a `missed` marker.
-    marks_gaps: bool,
+    /// Where the subscription's lane lives; dropping the `Sub` removes the lane.
+    outlet: Arc<Outlet>,
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        // Before the membership: until the hub forgets us, its frames find no lane and queue,
+        // and the queue skips them.
+        self.outlet.remove_lane(self.membership.id());
+    }
 }
 
 /// When the client last spoke and where the ping cycle stands.
@@ -219,6 +228,8 @@ impl Session {
     /// The connection's life; returns why it ended.
     async fn run(&mut self, topic: Option<String>) -> Ending {
         let ending = self.serve(topic).await;
+        // Hubs write nothing after the close frame (or onto a socket being dropped).
+        self.ws.get_ref().outlet().shut();
         if let Some((code, text)) = ending.close_frame() {
             self.close(code, text).await;
         }
@@ -393,27 +404,30 @@ impl Session {
     /// A hub published: forward the frame unless the backfill covered it, with a `missed`
     /// marker first where a log subscriber lost lines.
     async fn on_frame(&mut self, frame: Frame) -> Step {
+        let step = self.forward(frame).await;
+        self.ws.get_ref().outlet().handled();
+        step
+    }
+
+    /// `on_frame`'s work: the frame, unless skipped, after the rest of a frame a hub could write
+    /// only in part (this one, or one before it) and after its `missed` marker, if any.
+    async fn forward(&mut self, frame: Frame) -> Step {
+        let outlet = self.ws.get_ref().outlet().clone();
+        if outlet.has_partial() {
+            self.finish_partial().await?;
+        }
         let Some(sub) = self
             .subs
-            .iter_mut()
+            .iter()
             .find(|s| s.membership.hub().id() == frame.hub_id())
         else {
             // Queued before an unsubscribe, or by a hub since replaced.
             return Ok(());
         };
-        let seq = frame.seq();
-        let mut missed = 0;
-        // seq 0 is a notice (an error frame), outside the numbering.
-        if seq != 0 {
-            if seq <= sub.last_seq {
-                // Already in the backfill.
-                return Ok(());
-            }
-            if sub.marks_gaps {
-                missed = seq - sub.last_seq - 1;
-            }
-            sub.last_seq = seq;
-        }
+        let missed = match outlet.admit(sub.membership.id(), frame.seq()) {
+            Admit::Skip => return Ok(()),
+            Admit::Send { missed } => missed,
+        };
         if missed > 0 {
             let marker = protocol::missed(frame.topic(), missed);
             self.send_text(&marker).await?;

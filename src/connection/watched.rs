@@ -6,7 +6,8 @@
 //!
 //! Text frames go past tungstenite (`write_frame`): one `writev` of head and payload, and no
 //! write buffer that grows to the largest frame ever sent (a dashboard's 8 KiB history frames
-//! kept every subscribed connection at 14 KiB).
+//! kept every subscribed connection at 14 KiB). Every write goes through the connection's
+//! `Outlet`, which hubs write to directly as well, so no two writers' bytes interleave.
 //!
 //! Reads are budgeted the same way: tungstenite keeps reading inside one poll for as long as
 //! bytes are ready (empty continuation frames never make a message), so after `READ_BUDGET`
@@ -22,6 +23,8 @@ use smol::Async;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
+use crate::outlet::Outlet;
+
 /// Bytes read before the connection's task yields once, whatever it is doing.
 const READ_BUDGET: usize = 64 * 1024;
 
@@ -31,7 +34,10 @@ const READ_BUDGET: usize = 64 * 1024;
 /// that found nothing: the task wakes for every frame it forwards and polls the client each
 /// time, and a `recv` that returns `EAGAIN` per forwarded frame was a system call in vain.
 pub(super) struct Watched {
+    /// The socket: read here, written through the outlet.
     inner: Arc<Async<std::net::TcpStream>>,
+    /// Every write, ours, tungstenite's and the hubs'.
+    outlet: Arc<Outlet>,
     /// Since when writes have been blocked (ours, or tungstenite's own); `None` while they flow.
     blocked_since: Option<Instant>,
     /// Bytes read since the last yield.
@@ -39,21 +45,24 @@ pub(super) struct Watched {
     /// Whether a read may find bytes: false once one found none, until the reactor reports
     /// the socket readable again.
     readable: bool,
-    /// tungstenite's last write did not take all it offered: part of a frame of its (a pong, a
-    /// close) waits in its buffer, and nothing else may be written before it.
-    tungstenite_unflushed: bool,
 }
 
 impl Watched {
     /// Wraps `inner`.
     pub(super) fn new(inner: TcpStream) -> Watched {
+        let inner: Arc<Async<std::net::TcpStream>> = inner.into();
         Watched {
-            inner: inner.into(),
+            outlet: Arc::new(Outlet::new(inner.clone())),
+            inner,
             blocked_since: None,
             read_since_yield: 0,
             readable: true,
-            tungstenite_unflushed: false,
         }
+    }
+
+    /// The socket's outlet, for the hubs this connection subscribes to.
+    pub(super) fn outlet(&self) -> &Arc<Outlet> {
+        &self.outlet
     }
 
     /// Since when writes to the socket have been blocked, if they are.
@@ -71,59 +80,31 @@ impl Watched {
         }
     }
 
-    /// Whether tungstenite holds part of a frame it could not write yet.
+    /// Whether tungstenite holds part of a frame it could not write yet: nothing else may be
+    /// written before it.
     pub(super) fn tungstenite_unflushed(&self) -> bool {
-        self.tungstenite_unflushed
+        self.outlet.tungstenite_unflushed()
     }
 
     /// Writes one server frame (`head` then `payload`) past tungstenite, with one `writev` when
     /// the socket takes it all: no copy into tungstenite's write buffer, which keeps the size of
     /// the largest frame it ever wrote for the connection's life. The caller must make sure
     /// tungstenite has nothing half-written (`tungstenite_unflushed`) and must not let tungstenite
-    /// write until this returns.
+    /// write until this returns. What a hub left half written goes out first.
     pub(super) async fn write_frame(&mut self, head: &[u8], payload: &[u8]) -> io::Result<()> {
         let mut done = 0;
-        let total = head.len() + payload.len();
-        while done < total {
-            let n = std::future::poll_fn(|cx| {
-                let (h, p) = if done < head.len() {
-                    (&head[done..], payload)
-                } else {
-                    (&[][..], &payload[done - head.len()..])
-                };
-                let bufs = [io::IoSlice::new(h), io::IoSlice::new(p)];
-                let r = Pin::new(&mut &*self.inner).poll_write_vectored(cx, &bufs);
-                self.note_write(&r);
-                r
-            })
-            .await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            done += n;
-        }
-        Ok(())
+        std::future::poll_fn(|cx| {
+            let r = self.outlet.poll_write_frame(cx, head, payload, &mut done);
+            self.note_write(&r);
+            r
+        })
+        .await
     }
-}
 
-/// The head of an unmasked, final text frame of `len` bytes (RFC 6455 section 5.2): the bytes
-/// and how many of them are used.
-pub(super) fn text_frame_head(len: usize) -> ([u8; 10], usize) {
-    let mut h = [0u8; 10];
-    h[0] = 0x81;
-    let used = if len < 126 {
-        h[1] = len as u8;
-        2
-    } else if len <= 0xffff {
-        h[1] = 126;
-        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
-    } else {
-        h[1] = 127;
-        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    (h, used)
+    /// Finishes a frame a hub could write only in part.
+    pub(super) async fn finish_partial(&mut self) -> io::Result<()> {
+        self.write_frame(&[], &[]).await
+    }
 }
 
 impl AsyncRead for Watched {
@@ -170,10 +151,8 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut &*self.inner).poll_write(cx, buf);
+        let r = self.outlet.poll_write_tungstenite(cx, buf);
         self.note_write(&r);
-        // tungstenite offers its whole remaining buffer on every write.
-        self.tungstenite_unflushed = !matches!(&r, Poll::Ready(Ok(n)) if *n == buf.len());
         r
     }
 
@@ -183,33 +162,5 @@ impl AsyncWrite for Watched {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut &*self.inner).poll_close(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use async_tungstenite::tungstenite::protocol::frame::Frame;
-
-    #[test]
-    fn frame_heads_are_what_tungstenite_would_write() {
-        for len in [0, 1, 125, 126, 1000, 65_535, 65_536, 200_000] {
-            let payload = vec![b'x'; len];
-            let mut ours = Vec::new();
-            let (head, used) = text_frame_head(len);
-            ours.extend_from_slice(&head[..used]);
-            ours.extend_from_slice(&payload);
-            let mut theirs = Vec::new();
-            Frame::message(
-                payload,
-                async_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
-                    async_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
-                ),
-                true,
-            )
-            .format(&mut theirs)
-            .unwrap();
-            assert_eq!(ours, theirs, "length {len}");
-        }
     }
 }

@@ -16,9 +16,9 @@ use smol::Timer;
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 
-use super::watched::text_frame_head;
 use super::{CLOSE_GRACE, Ending, Session, Step};
 use crate::app::App;
+use crate::outlet::text_frame_head;
 use crate::rate::READ_BATCH;
 
 /// The daemon's shutdown signal as one wait kept for the connection's life: waiting on the
@@ -112,6 +112,18 @@ impl Session {
         let ws = &mut self.ws;
         let write = async {
             ws.send(msg)
+                .await
+                .map_err(|e| Ending::WriteFailed(e.to_string()))
+        };
+        within_write_timeout(&self.app, &mut self.shutdown, write).await
+    }
+
+    /// Finishes, within `--write-timeout`, a frame a hub could write only in part.
+    pub(super) async fn finish_partial(&mut self) -> Step {
+        let ws = &mut self.ws;
+        let write = async {
+            ws.get_mut()
+                .finish_partial()
                 .await
                 .map_err(|e| Ending::WriteFailed(e.to_string()))
         };
