@@ -59,7 +59,11 @@ impl App {
         shutdown: Receiver<()>,
     ) -> io::Result<Arc<App>> {
         let changed = Arc::new(Changed::new());
-        let sampler = Arc::new(Sampler::start(config.history, config.sys_root.clone())?);
+        let sampler = Arc::new(Sampler::start(
+            config.history,
+            config.history_days,
+            config.sys_root.clone(),
+        )?);
         let limits = Arc::new(Limits::new(
             config.max_connections,
             config.max_per_ip,

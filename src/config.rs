@@ -39,9 +39,12 @@ pub struct Flags {
     /// how long an empty hub waits before stopping its producer (default 5s)
     #[argh(option, default = "String::from(\"5s\")")]
     pub hub_linger: String,
-    /// system samples kept in RAM and sent to a new subscriber (default 300s)
+    /// one-second system samples sent to a new subscriber, at most 1h (default 300s)
     #[argh(option, default = "String::from(\"300s\")")]
     pub history: String,
+    /// days of 5-minute history kept in RAM, 0 to 31 (default 7)
+    #[argh(option, default = "String::from(\"7\")")]
+    pub history_days: String,
     /// expose a log file as topic logs/NAME, as NAME=PATH (repeatable)
     #[argh(option)]
     pub log: Vec<String>,
@@ -90,8 +93,11 @@ pub struct Config {
     pub send_queue: usize,
     /// How long an empty hub lingers before its producer stops.
     pub hub_linger: Duration,
-    /// How much system history is kept in RAM.
+    /// How many 1 s samples a new `system` subscriber receives (and the 1 s tier keeps, at
+    /// least 10 min).
     pub history: Duration,
+    /// Days the 5 min tier keeps.
+    pub history_days: u32,
     /// Log files exposed as `logs/NAME`.
     pub logs: Vec<(String, PathBuf)>,
     /// Journal units exposed as `logs/NAME`.
@@ -205,9 +211,13 @@ impl Config {
         let write_timeout = positive("--write-timeout", &f.write_timeout)?;
         let hub_linger = parse_duration(&f.hub_linger).map_err(|m| bad("--hub-linger", m))?;
         let history = parse_duration(&f.history).map_err(|m| bad("--history", m))?;
-        if history > Duration::from_secs(24 * 3600) {
-            return Err(bad("--history", "at most 24h of samples are kept in RAM"));
+        if history > Duration::from_secs(3600) {
+            return Err(bad(
+                "--history",
+                "at most 1h of 1 s samples (longer ranges come from /api/history)",
+            ));
         }
+        let history_days = count("--history-days", &f.history_days, 0, 31)? as u32;
         let logs = f
             .log
             .iter()
@@ -268,6 +278,7 @@ impl Config {
             send_queue,
             hub_linger,
             history,
+            history_days,
             logs,
             journals,
             token: match &f.token_file {

@@ -36,6 +36,7 @@ pub mod auth;
 pub(crate) mod collect;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod history;
 pub(crate) mod host;
 pub mod http;
 pub(crate) mod http_slots;

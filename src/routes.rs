@@ -48,6 +48,7 @@ pub async fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
         "/healthz" => healthz(),
         "/api/websocket/stats" => stats(app),
         "/api/system" => system(app).await,
+        "/api/history" => history(app, req).await,
         "/api/topics" => topics(app),
         "/metrics" => metrics(app).await,
         "/ws" if head => Response::needs_upgrade(),
@@ -143,6 +144,24 @@ async fn system(app: &App) -> Response {
             format!("{{\"host\":{},{}", app.sampler.host_json(), &s.data[1..]),
         ),
         None => Response::error(503, "no sample yet, retry in a second").with("Retry-After", "1"),
+    }
+}
+
+/// `GET /api/history?range=10m|1h|6h|24h|7d`: the tiered history of the `system` series, ending
+/// with the open interval. Built off the executor (a week is ~140,000 numbers), at most once a
+/// sample per range, and shared.
+async fn history(app: &App, req: &Request) -> Response {
+    let range = req
+        .query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("range=")))
+        .unwrap_or("")
+        .to_string();
+    let sampler = app.sampler.clone();
+    let answer = smol::unblock(move || sampler.history_answer(&range)).await;
+    match answer {
+        Some(a) => Response::json(200, a.to_string()),
+        None => Response::error(400, "unknown range: use range=10m, 1h, 6h, 24h or 7d"),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The sampler: one `std::thread` that measures the host every second and caches the result.
 //!
 //! Nothing on the executor ever measures: HTTP handlers and hubs read the cached sample. The thread
-//! keeps a RAM ring of `--history` samples, each already serialized, and hands every new sample to the
-//! `system` hub's producer while that hub exists.
+//! keeps a RAM ring of `--history` samples, each already serialized, records every sample into
+//! the tiered history (`history`), and hands every new sample to the `system` hub's producer while
+//! that hub exists.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::collect::own::{Own, OwnMeter};
 use crate::collect::{Collector, SystemData};
+use crate::history::{self, History};
 use crate::lock::lock;
 use crate::protocol::unix_ms;
 
@@ -21,6 +23,9 @@ use crate::protocol::unix_ms;
 pub const PERIOD: Duration = Duration::from_secs(1);
 /// Delay before the first sample (sysinfo needs 200 ms between CPU readings).
 const FIRST_SAMPLE: Duration = Duration::from_millis(300);
+/// Nobody watching: details (temperatures, Pi flags, network, disks) every this many samples,
+/// for the history.
+pub const DETAILS_UNWATCHED_EVERY: u64 = 10;
 /// How long one HTTP read keeps details (temperatures, network, disks) sampled.
 pub const DETAILS_AFTER_READ: Duration = Duration::from_secs(60);
 /// How long an HTTP reader waits for details the sampler thread reads for it on demand.
@@ -57,6 +62,13 @@ struct Shared {
     details_ready: event_listener::Event,
     /// What the host is, as JSON; read once at start.
     host: Box<str>,
+    /// Every sample's series in tiers (1 s to 5 min).
+    history: Mutex<History>,
+    /// Answers built from `history`, by range, with the sample `seq` they were built at: each
+    /// is built at most once a sample and shared by every requester.
+    answers: Mutex<Vec<(&'static str, u64, Arc<str>)>>,
+    /// The newest sample's `seq`.
+    newest_seq: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the sampler thread; dropping it stops and joins the thread.
@@ -80,8 +92,14 @@ impl Shared {
 
 impl Sampler {
     /// Starts the thread reading sysfs under `sys_root`; the first sample is ready 300 ms later.
-    pub fn start(history: Duration, sys_root: PathBuf) -> std::io::Result<Sampler> {
+    /// `history_days` is how many days the 5 min tier keeps.
+    pub fn start(
+        history: Duration,
+        history_days: u32,
+        sys_root: PathBuf,
+    ) -> std::io::Result<Sampler> {
         let capacity = (history.as_secs() as usize).max(1);
+        let tiers = History::new(history::capacities(history, history_days));
         // Created here so a host without a readable /proc fails at start, not silently later.
         let mut collector = Collector::new(sys_root)?;
         let host = serde_json::to_string(&collector.host()).expect("plain strings serialize");
@@ -95,6 +113,9 @@ impl Sampler {
             details_asked: AtomicBool::new(false),
             details_ready: event_listener::Event::new(),
             host: host.into_boxed_str(),
+            history: Mutex::new(tiers),
+            answers: Mutex::new(Vec::new()),
+            newest_seq: std::sync::atomic::AtomicU64::new(0),
         });
         let (wake, woken) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn({
@@ -187,6 +208,33 @@ impl Sampler {
         current()
     }
 
+    /// The history answer for `range` (`10m 1h 6h 24h 7d`), or `None` for an unknown range.
+    /// Built on the caller's thread (call it off the executor) at most once a sample.
+    pub fn history_answer(&self, range: &str) -> Option<Arc<str>> {
+        let &(name, _, _) = history::RANGES.iter().find(|(n, _, _)| *n == range)?;
+        let seq = self.shared.newest_seq.load(Ordering::SeqCst);
+        let cached = |answers: &[(&str, u64, Arc<str>)]| {
+            answers
+                .iter()
+                .find(|(n, at, _)| *n == name && *at == seq)
+                .map(|(_, _, a)| a.clone())
+        };
+        if let Some(a) = cached(&lock(&self.shared.answers)) {
+            return Some(a);
+        }
+        let built: Arc<str> = lock(&self.shared.history).answer(name)?.into();
+        let mut answers = lock(&self.shared.answers);
+        answers.retain(|(n, _, _)| *n != name);
+        answers.push((name, seq, built.clone()));
+        Some(built)
+    }
+
+    /// Bytes the history's rings hold, and its series count.
+    pub fn history_size(&self) -> (usize, usize) {
+        let h = lock(&self.shared.history);
+        (h.bytes(), h.series_count())
+    }
+
     /// Whether a producer is listening (the hub exists).
     pub fn has_listener(&self) -> bool {
         self.shared.watched()
@@ -229,11 +277,15 @@ fn run(mut collector: Collector, shared: &Shared, woken: &mpsc::Receiver<()>) {
         }
         let watched = shared.watched();
         let asked = lock(&shared.details_until).is_some_and(|until| now < until);
-        let data = Arc::new(collector.sample(watched || asked));
         seq += 1;
+        let details = watched || asked || seq % DETAILS_UNWATCHED_EVERY == 1;
+        let data = Arc::new(collector.sample(details));
+        let ts = unix_ms();
+        lock(&shared.history).record(ts, &history::series_of(&data));
+        shared.newest_seq.store(seq, Ordering::SeqCst);
         let sample = Arc::new(Sample {
             seq,
-            ts: unix_ms(),
+            ts,
             data: serde_json::to_string(&*data)
                 .expect("plain data always serializes")
                 .into_boxed_str(),
@@ -296,7 +348,7 @@ mod tests {
 
     #[test]
     fn ring_keeps_history_and_feeds_the_listener() {
-        let s = Sampler::start(Duration::from_secs(2), "/sys".into()).unwrap();
+        let s = Sampler::start(Duration::from_secs(2), 7, "/sys".into()).unwrap();
         let rx = s.listen();
         assert!(s.has_listener());
         let a = smol::block_on(rx.recv()).unwrap();

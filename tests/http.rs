@@ -374,3 +374,50 @@ fn head_is_answered_wherever_get_is_with_the_same_head_and_no_body() {
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
     assert!(text.ends_with("\r\n\r\nok\n"), "{text}");
 }
+
+#[test]
+fn history_answers_every_range_ending_now_and_refuses_others() {
+    let srv = start(config());
+    first_quiet_sample(&srv);
+    let before = edgemon::protocol::unix_ms();
+    for (range, step) in [
+        ("10m", 1_000u64),
+        ("1h", 10_000),
+        ("6h", 10_000),
+        ("24h", 60_000),
+        ("7d", 300_000),
+    ] {
+        let r = get(srv.addr, &format!("/api/history?range={range}"));
+        assert_eq!(r.status, 200, "{range}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["range"], range);
+        assert_eq!(v["step_ms"], step);
+        let ts = v["ts"].as_array().unwrap();
+        assert!(!ts.is_empty(), "{range}: no points");
+        // The open interval is the last point: it contains the newest sample.
+        let last = ts.last().unwrap().as_u64().unwrap();
+        assert!(
+            last <= before && before < last + step + 2_000,
+            "{range}: ends at {last}"
+        );
+        let cpu = &v["series"]["cpu.total"];
+        for field in ["min", "mean", "max"] {
+            let a = cpu[field].as_array().unwrap();
+            assert_eq!(a.len(), ts.len(), "{range} {field}");
+            assert!(
+                a.last().unwrap().is_number(),
+                "{range} {field}: the newest sample"
+            );
+        }
+        assert!(v["series"]["memory.used"]["max"].is_array(), "{range}");
+    }
+    for bad in [
+        "/api/history?range=2d",
+        "/api/history",
+        "/api/history?range=",
+    ] {
+        let r = get(srv.addr, bad);
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.json()["error"].as_str().unwrap().contains("10m"), "{bad}");
+    }
+}

@@ -405,10 +405,25 @@ fn stats_are_exact() {
 #[test]
 fn system_details_are_sampled_only_while_someone_watches() {
     let srv = start(config());
-    // Nobody subscribed and nobody asked: samples carry no details.
+    // Nobody subscribed and nobody asked: details every 10th sample (the first one included), for
+    // the history, and none in the samples between.
     first_quiet_sample(&srv);
-    let quiet = srv.app.sampler.latest_data().unwrap();
-    assert!(quiet.network.is_none() && quiet.disks.is_none() && quiet.temperatures.is_none());
+    within(20, async {
+        // No event says "a second sample exists": look, briefly.
+        while srv.app.sampler.history().len() < 2 {
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+    });
+    let ring = srv.app.sampler.history();
+    let data = |i: usize| serde_json::from_str::<serde_json::Value>(&ring[i].data).unwrap();
+    assert_eq!((ring[0].seq, ring[1].seq), (1, 2));
+    assert!(data(0)["network"].is_array() && data(0)["temperatures"].is_array());
+    for detail in ["network", "disks", "temperatures"] {
+        assert!(
+            data(1)[detail].is_null(),
+            "{detail} in the second quiet sample"
+        );
+    }
     within(20, async {
         // A subscriber turns them on from the next tick.
         let mut ws = ws(srv.addr, "/ws/system").await;

@@ -1,8 +1,8 @@
 //! Data collection: one file per source, plain structs out, no I/O in the structs themselves.
 //!
 //! `Collector` is owned by the sampler thread. CPU, memory, load and uptime are read every tick;
-//! temperatures, Pi health, network, disks and CPU frequency ("details") only when someone is
-//! watching, since they cost more and nobody needs them otherwise.
+//! temperatures, Pi health, network, disks and CPU frequency ("details") every second while
+//! someone is watching and every 10 s otherwise (for the history), since they cost more.
 
 pub mod disk;
 pub mod net;
@@ -191,9 +191,6 @@ impl Collector {
         };
         if details {
             self.add_details(&mut data);
-        } else {
-            // Rates across a pause would be averages over minutes: start over next time.
-            self.rates.reset();
         }
         data
     }

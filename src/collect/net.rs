@@ -30,8 +30,9 @@ pub struct Rates {
 /// Each interface's (rx, tx) byte totals at one reading.
 type Totals = HashMap<String, (u64, u64)>;
 
-/// A gap longer than this (samples paused while nobody watched) starts over instead of averaging.
-const MAX_GAP_SECS: f64 = 3.0;
+/// A gap longer than this starts over instead of averaging: readings come every second while
+/// someone watches and every 10 s otherwise (for the history), so this is only a long stall.
+const MAX_GAP_SECS: f64 = 15.0;
 
 impl Rates {
     /// Computes rates for `totals` (name, rx total, tx total) read at `now`.
@@ -67,11 +68,6 @@ impl Rates {
             totals.into_iter().map(|(n, r, t)| (n, (r, t))).collect(),
         ));
         out
-    }
-
-    /// Forgets the previous reading (sampling paused).
-    pub fn reset(&mut self) {
-        self.prev = None;
     }
 }
 

@@ -1,0 +1,727 @@
+//! History in RAM: every series of the `system` sample in four tiers of fixed-size numeric rings,
+//! 1 s, 10 s, 1 min and 5 min, each point of a coarser tier keeping the min, mean and max of the
+//! samples in its interval. No JSON values are kept: a 1 s point is one `f32`, a coarser point
+//! three, a gap is NaN.
+//!
+//! Each tier rolls up the raw samples itself (an accumulator per series for its open interval),
+//! so a 5 min mean is the mean of the samples, not of means, and the open interval of every tier
+//! is current: an answer ends at "now" with that interval as its last point.
+//!
+//! Bounds: at most `MAX_INSTANCES` interfaces, mounts, sensors and cores are kept (more are
+//! logged once and skipped); a series with no value for its whole retention is freed. A clock
+//! that jumps forward past a tier's span empties that tier at once instead of writing gaps point
+//! by point; a clock that goes back leaves the tiers alone and samples are dropped until it
+//! catches up, unless it stays behind for `BEHIND_RESET` samples in a row (an RTC-less board
+//! that never got NTP, or history from a clock that was wrong): then the tiers start again.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::collect::SystemData;
+
+/// The tiers' steps in milliseconds, finest first.
+pub const STEPS_MS: [u64; 4] = [1_000, 10_000, 60_000, 300_000];
+/// The shortest span the 1 s tier keeps.
+pub const MIN_FINE_SPAN: Duration = Duration::from_secs(600);
+/// The 10 s tier's span.
+pub const TIER1_SPAN: Duration = Duration::from_secs(6 * 3600);
+/// The 1 min tier's span.
+pub const TIER2_SPAN: Duration = Duration::from_secs(24 * 3600);
+/// Interfaces, mounts, sensors and cores kept, each.
+pub const MAX_INSTANCES: usize = 16;
+/// Samples in a row behind the newest point after which the tiers start again.
+pub const BEHIND_RESET: u32 = 600;
+
+/// The ranges an answer can cover: name, span, and the tier it comes from.
+pub const RANGES: [(&str, Duration, usize); 5] = [
+    ("10m", Duration::from_secs(600), 0),
+    ("1h", Duration::from_secs(3600), 1),
+    ("6h", Duration::from_secs(6 * 3600), 1),
+    ("24h", Duration::from_secs(24 * 3600), 2),
+    ("7d", Duration::from_secs(7 * 24 * 3600), 3),
+];
+
+/// The open interval's figures of one series.
+#[derive(Clone, Copy, Debug)]
+struct Acc {
+    min: f32,
+    max: f32,
+    sum: f64,
+    n: u32,
+}
+
+impl Acc {
+    const EMPTY: Acc = Acc {
+        min: f32::INFINITY,
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+        n: 0,
+    };
+
+    fn add(&mut self, v: f32) {
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += f64::from(v);
+        self.n += 1;
+    }
+
+    /// min, mean, max; NaN for an interval without a value.
+    fn point(&self) -> [f32; 3] {
+        if self.n == 0 {
+            return [f32::NAN; 3];
+        }
+        [self.min, (self.sum / f64::from(self.n)) as f32, self.max]
+    }
+}
+
+/// One tier: a ring of closed points per series and the open interval's accumulators.
+struct Tier {
+    step_ms: u64,
+    /// Points kept per series.
+    capacity: usize,
+    /// `f32`s per point: 1 in the 1 s tier (one sample per point), else min, mean, max.
+    width: usize,
+    /// The open interval's slot (`ts / step_ms`); closed points are the `capacity` slots before it.
+    open: Option<u64>,
+    /// Per series (by index): the open interval's figures.
+    acc: Vec<Acc>,
+    /// Per series (by index): `capacity * width` values at `slot % capacity`, or `None` for a
+    /// series that has had no value in this tier's retention.
+    rings: Vec<Option<Box<[f32]>>>,
+    /// Per series: the last slot that had a value (to free series that have none any more).
+    last_valued: Vec<Option<u64>>,
+}
+
+impl Tier {
+    fn new(step_ms: u64, capacity: usize, width: usize) -> Tier {
+        Tier {
+            step_ms,
+            capacity,
+            width,
+            open: None,
+            acc: Vec::new(),
+            rings: Vec::new(),
+            last_valued: Vec::new(),
+        }
+    }
+
+    fn grow(&mut self, series: usize) {
+        if self.acc.len() < series {
+            self.acc.resize(series, Acc::EMPTY);
+            self.rings.resize_with(series, || None);
+            self.last_valued.resize(series, None);
+        }
+    }
+
+    /// Moves the open interval to `slot`, closing the one before into the rings (with gaps for
+    /// the slots in between; past the whole span, the rings are simply emptied).
+    fn advance(&mut self, slot: u64) {
+        let Some(open) = self.open else {
+            self.open = Some(slot);
+            return;
+        };
+        if slot <= open || self.capacity == 0 {
+            self.open = Some(slot.max(open));
+            return;
+        }
+        let skipped = slot - open - 1;
+        let (cap, width) = (self.capacity, self.width);
+        for i in 0..self.acc.len() {
+            let point = self.acc[i].point();
+            self.acc[i] = Acc::EMPTY;
+            let valued = !point[0].is_nan();
+            if valued {
+                self.last_valued[i] = Some(open);
+            }
+            if self.rings[i].is_none() && valued {
+                self.rings[i] = Some(vec![f32::NAN; cap * width].into_boxed_slice());
+            }
+            let Some(ring) = self.rings[i].as_mut() else {
+                continue;
+            };
+            let at = (open % cap as u64) as usize * width;
+            if width == 1 {
+                ring[at] = point[1];
+            } else {
+                ring[at..at + 3].copy_from_slice(&point);
+            }
+            if skipped as usize >= cap {
+                ring.fill(f32::NAN);
+            } else {
+                for s in open + 1..slot {
+                    let at = (s % cap as u64) as usize * width;
+                    ring[at..at + width].fill(f32::NAN);
+                }
+            }
+            // No value for the whole retention: free the ring.
+            if self.last_valued[i].is_none_or(|v| slot.saturating_sub(v) > cap as u64) {
+                self.rings[i] = None;
+            }
+        }
+        self.open = Some(slot);
+    }
+
+    /// The point at `slot` of series `i`: closed from the ring, the open one from its accumulator.
+    fn point(&self, i: usize, slot: u64) -> [f32; 3] {
+        let Some(open) = self.open else {
+            return [f32::NAN; 3];
+        };
+        if slot == open {
+            return self.acc.get(i).map_or([f32::NAN; 3], Acc::point);
+        }
+        if slot > open || open - slot > self.capacity as u64 {
+            return [f32::NAN; 3];
+        }
+        let Some(Some(ring)) = self.rings.get(i) else {
+            return [f32::NAN; 3];
+        };
+        let at = (slot % self.capacity as u64) as usize * self.width;
+        if self.width == 1 {
+            [ring[at]; 3]
+        } else {
+            [ring[at], ring[at + 1], ring[at + 2]]
+        }
+    }
+
+    /// Whether series `i` has any value kept or open in this tier.
+    fn holds(&self, i: usize) -> bool {
+        self.rings.get(i).is_some_and(Option::is_some) || self.acc.get(i).is_some_and(|a| a.n > 0)
+    }
+
+    fn clear(&mut self) {
+        self.open = None;
+        self.acc.fill(Acc::EMPTY);
+        self.rings.fill_with(|| None);
+        self.last_valued.fill(None);
+    }
+
+    fn bytes(&self) -> usize {
+        let ring = self.capacity * self.width * std::mem::size_of::<f32>();
+        self.rings.iter().flatten().count() * ring
+            + self.acc.capacity() * std::mem::size_of::<Acc>()
+            + self.rings.capacity() * std::mem::size_of::<Option<Box<[f32]>>>()
+            + self.last_valued.capacity() * std::mem::size_of::<Option<u64>>()
+    }
+}
+
+/// The whole history.
+pub struct History {
+    tiers: [Tier; 4],
+    /// Series names by index; an empty name is a freed index, reused by the next new series.
+    names: Vec<Box<str>>,
+    index: BTreeMap<Box<str>, usize>,
+    /// Instances admitted per kind (`net`, `disk`, `temp`, `cpu.core`).
+    instances: BTreeMap<String, Vec<String>>,
+    /// Kinds whose refusals were logged (once each).
+    refused_logged: Vec<String>,
+    /// Samples in a row that came before the newest point.
+    behind: u32,
+    /// Samples dropped because the clock was behind, since start.
+    pub dropped_behind: u64,
+}
+
+/// How many points each tier keeps for `--history` and `--history-days`.
+pub fn capacities(history: Duration, days: u32) -> [usize; 4] {
+    let span = |d: Duration, step_ms: u64| (d.as_millis() as u64 / step_ms) as usize;
+    [
+        span(history.max(MIN_FINE_SPAN), STEPS_MS[0]),
+        span(TIER1_SPAN, STEPS_MS[1]),
+        span(TIER2_SPAN, STEPS_MS[2]),
+        span(Duration::from_secs(u64::from(days) * 86_400), STEPS_MS[3]),
+    ]
+}
+
+/// The kind and instance of a series name with a bounded instance count (`net.eth0.rx_per_s`:
+/// `net`, `eth0`), if it has one. Instances may contain dots; the kind and field never do.
+fn instance_of(name: &str) -> Option<(&str, &str)> {
+    for kind in ["net", "disk", "temp", "cpu.core"] {
+        if let Some(rest) = name.strip_prefix(kind).and_then(|r| r.strip_prefix('.')) {
+            let instance = match kind {
+                "net" | "disk" => rest.rsplit_once('.').map_or(rest, |(i, _)| i),
+                _ => rest,
+            };
+            return Some((kind, instance));
+        }
+    }
+    None
+}
+
+impl History {
+    /// An empty history keeping `capacities` points per tier (see `capacities`).
+    pub fn new(capacities: [usize; 4]) -> History {
+        History {
+            tiers: [
+                Tier::new(STEPS_MS[0], capacities[0], 1),
+                Tier::new(STEPS_MS[1], capacities[1], 3),
+                Tier::new(STEPS_MS[2], capacities[2], 3),
+                Tier::new(STEPS_MS[3], capacities[3], 3),
+            ],
+            names: Vec::new(),
+            index: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            refused_logged: Vec::new(),
+            behind: 0,
+            dropped_behind: 0,
+        }
+    }
+
+    /// The index of series `name`, created if the bounds allow.
+    fn series(&mut self, name: &str) -> Option<usize> {
+        if let Some(&i) = self.index.get(name) {
+            return Some(i);
+        }
+        if let Some((kind, instance)) = instance_of(name) {
+            let admitted = self.instances.entry(kind.to_string()).or_default();
+            if !admitted.iter().any(|a| a == instance) {
+                if admitted.len() >= MAX_INSTANCES {
+                    if !self.refused_logged.iter().any(|k| k == kind) {
+                        log::info!(
+                            "history: more than {MAX_INSTANCES} of {kind}; '{instance}' and later ones are not kept"
+                        );
+                        self.refused_logged.push(kind.to_string());
+                    }
+                    return None;
+                }
+                admitted.push(instance.to_string());
+            }
+        }
+        let i = match self.names.iter().position(|n| n.is_empty()) {
+            Some(free) => free,
+            None => {
+                self.names.push(Box::from(""));
+                self.names.len() - 1
+            }
+        };
+        self.names[i] = Box::from(name);
+        self.index.insert(Box::from(name), i);
+        for t in &mut self.tiers {
+            t.grow(self.names.len());
+            t.last_valued[i] = None;
+        }
+        Some(i)
+    }
+
+    /// Records one sample taken at `ts_ms` (unix ms): each `(name, value)`; NaN is no value.
+    pub fn record(&mut self, ts_ms: u64, values: &[(String, f32)]) {
+        let slot0 = ts_ms / STEPS_MS[0];
+        if self.tiers[0].open.is_some_and(|open| slot0 < open) {
+            self.behind += 1;
+            if self.behind < BEHIND_RESET {
+                self.dropped_behind += 1;
+                return;
+            }
+            log::warn!(
+                "history: the clock stayed behind the newest point for {BEHIND_RESET} samples; history starts again"
+            );
+            for t in &mut self.tiers {
+                t.clear();
+            }
+        }
+        self.behind = 0;
+        // A tier that keeps nothing (`--history-days 0`) takes nothing.
+        for t in self.tiers.iter_mut().filter(|t| t.capacity > 0) {
+            t.advance(ts_ms / t.step_ms);
+        }
+        for (name, v) in values {
+            if v.is_nan() {
+                continue;
+            }
+            let Some(i) = self.series(name) else { continue };
+            for t in self.tiers.iter_mut().filter(|t| t.capacity > 0) {
+                t.acc[i].add(*v);
+            }
+        }
+        self.free_empty();
+    }
+
+    /// Forgets series that no tier holds a value of.
+    fn free_empty(&mut self) {
+        for i in 0..self.names.len() {
+            if self.names[i].is_empty() || self.tiers.iter().any(|t| t.holds(i)) {
+                continue;
+            }
+            let name = std::mem::replace(&mut self.names[i], Box::from(""));
+            self.index.remove(&name);
+            if let Some((kind, instance)) = instance_of(&name) {
+                let still = self
+                    .index
+                    .keys()
+                    .any(|n| instance_of(n) == Some((kind, instance)));
+                if !still && let Some(list) = self.instances.get_mut(kind) {
+                    list.retain(|a| a != instance);
+                }
+            }
+        }
+    }
+
+    /// Series kept now.
+    pub fn series_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Bytes held by the rings and their bookkeeping (not counting the allocator's own).
+    pub fn bytes(&self) -> usize {
+        self.tiers.iter().map(Tier::bytes).sum::<usize>()
+            + self.names.iter().map(|n| n.len() * 2 + 48).sum::<usize>()
+    }
+
+    /// The answer for `range` (one of `RANGES`) as JSON, ending with the open interval; `None`
+    /// for an unknown range.
+    pub fn answer(&self, range: &str) -> Option<String> {
+        let &(name, span, tier) = RANGES.iter().find(|(n, _, _)| *n == range)?;
+        let t = &self.tiers[tier];
+        let mut out = String::with_capacity(4096);
+        let _ = write!(
+            out,
+            "{{\"range\":\"{name}\",\"step_ms\":{},\"ts\":[",
+            t.step_ms
+        );
+        // The whole span of closed points, and the open one.
+        let n = (span.as_millis() as u64 / t.step_ms + 1).min(t.capacity as u64 + 1);
+        let slots: Vec<u64> = match t.open {
+            Some(open) if t.capacity > 0 => (open.saturating_sub(n - 1)..=open).collect(),
+            _ => Vec::new(),
+        };
+        for (k, s) in slots.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{}", s * t.step_ms);
+        }
+        out.push_str("],\"series\":{");
+        let mut first = true;
+        for (series, &i) in &self.index {
+            let points: Vec<[f32; 3]> = slots.iter().map(|&s| t.point(i, s)).collect();
+            if points.iter().all(|p| p[0].is_nan()) {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(&serde_json::to_string(&**series).expect("a string serializes"));
+            out.push_str(":{");
+            for (k, field) in ["min", "mean", "max"].iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "\"{field}\":[");
+                for (j, p) in points.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    tidy(&mut out, p[k]);
+                }
+                out.push(']');
+            }
+            out.push('}');
+        }
+        out.push_str("}}");
+        Some(out)
+    }
+}
+
+/// Interfaces that are not the host's own links (containers, bridges, tunnels, loopback) and
+/// would use up the 16 kept interfaces on a container host: not kept.
+const VIRTUAL_PREFIXES: [&str; 11] = [
+    "ifb", "veth", "docker", "br-", "virbr", "cni", "podman", "flannel", "cali", "vxlan", "dummy",
+];
+
+/// The history series of one sample, named as in `/api/history`; a value the sample does not
+/// have (details not read this second, a sensor gone) is simply absent.
+pub fn series_of(d: &SystemData) -> Vec<(String, f32)> {
+    let mut v = Vec::with_capacity(32);
+    v.push(("cpu.total".to_string(), d.cpu.total));
+    for (i, c) in d.cpu.cores.iter().enumerate() {
+        v.push((format!("cpu.core.{i}"), *c));
+    }
+    v.push(("memory.used".to_string(), d.memory.used as f32));
+    v.push(("swap.used".to_string(), d.swap.used as f32));
+    if let Some(l) = &d.load {
+        v.push(("load.one".to_string(), l.one as f32));
+        v.push(("load.five".to_string(), l.five as f32));
+        v.push(("load.fifteen".to_string(), l.fifteen as f32));
+    }
+    for t in d.temperatures.iter().flatten() {
+        v.push((format!("temp.{}", t.label), t.celsius));
+    }
+    if let Some(pi) = &d.pi {
+        let flag = |f: &crate::collect::pi::Flag| if f.now { 1.0 } else { 0.0 };
+        v.push(("pi.under_voltage".to_string(), flag(&pi.under_voltage)));
+        v.push(("pi.throttled".to_string(), flag(&pi.throttled)));
+        v.push(("pi.freq_capped".to_string(), flag(&pi.freq_capped)));
+        v.push(("pi.soft_temp_limit".to_string(), flag(&pi.soft_temp_limit)));
+    }
+    for n in d.network.iter().flatten() {
+        let name = n.name.as_str();
+        if name == "lo" || VIRTUAL_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        if let Some(r) = n.rx_per_s {
+            v.push((format!("net.{name}.rx_per_s"), r as f32));
+        }
+        if let Some(t) = n.tx_per_s {
+            v.push((format!("net.{name}.tx_per_s"), t as f32));
+        }
+    }
+    for disk in d.disks.iter().flatten() {
+        if disk.total > 0 {
+            let used = disk.total.saturating_sub(disk.available) as f64 / disk.total as f64;
+            v.push((
+                format!("disk.{}.used_pct", disk.mount),
+                (used * 100.0) as f32,
+            ));
+        }
+    }
+    v
+}
+
+/// A value as JSON, as short as it stays useful: whole numbers from 100 up (bytes, rates), one
+/// decimal below (percentages, degrees, load); `null` for a gap.
+fn tidy(out: &mut String, v: f32) {
+    if !v.is_finite() {
+        out.push_str("null");
+    } else if v.abs() >= 100.0 {
+        let _ = write!(out, "{}", f64::from(v).round() as i64);
+    } else {
+        let _ = write!(out, "{}", (f64::from(v) * 10.0).round() / 10.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    const WEEK_S: u64 = 7 * 86_400;
+
+    fn week() -> History {
+        History::new(capacities(Duration::from_secs(300), 7))
+    }
+
+    fn values(pairs: &[(&str, f32)]) -> Vec<(String, f32)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect()
+    }
+
+    fn answer(h: &History, range: &str) -> Value {
+        serde_json::from_str(&h.answer(range).unwrap()).unwrap()
+    }
+
+    fn nums(v: &Value) -> Vec<Option<f64>> {
+        v.as_array().unwrap().iter().map(Value::as_f64).collect()
+    }
+
+    #[test]
+    fn capacities_follow_the_flags() {
+        assert_eq!(
+            capacities(Duration::from_secs(300), 7),
+            [600, 2160, 1440, 2016]
+        );
+        assert_eq!(
+            capacities(Duration::from_secs(3600), 0),
+            [3600, 2160, 1440, 0]
+        );
+    }
+
+    #[test]
+    fn a_week_of_seconds_rolls_up_exactly_with_no_gaps_or_duplicates() {
+        let mut h = week();
+        // A sawtooth: second s of the week has the value s % 600, so every interval's figures
+        // are known exactly.
+        let start = 1_700_000_000u64 / 300 * 300;
+        for s in 0..WEEK_S {
+            let v = (s % 600) as f32;
+            h.record((start + s) * 1000, &values(&[("cpu.total", v)]));
+        }
+        let i = h.index["cpu.total"];
+        for (tier, step_s) in [(1usize, 10u64), (2, 60), (3, 300)] {
+            let t = &h.tiers[tier];
+            let open = t.open.unwrap();
+            assert_eq!(open, (start + WEEK_S - 1) / step_s);
+            // The week's first 5 min point is before the samples began: start there.
+            for slot in (open - t.capacity as u64).max(start / step_s)..open {
+                let low = (slot * step_s - start) % 600;
+                let want = [
+                    low as f32,
+                    low as f32 + (step_s - 1) as f32 / 2.0,
+                    (low + step_s - 1) as f32,
+                ];
+                assert_eq!(t.point(i, slot), want, "tier {tier} slot {slot}");
+            }
+        }
+        let week = answer(&h, "7d");
+        assert_eq!(week["step_ms"], 300_000);
+        let ts = nums(&week["ts"]);
+        assert_eq!(
+            ts.len(),
+            2016 + 1,
+            "7 days of 5 min points and the open one"
+        );
+        for w in ts.windows(2) {
+            assert_eq!(
+                w[1].unwrap() - w[0].unwrap(),
+                300_000.0,
+                "no gap, no duplicate"
+            );
+        }
+        let mean = nums(&week["series"]["cpu.total"]["mean"]);
+        // The first interval began before the samples did; every later one has its values.
+        assert_eq!(mean[0], None);
+        assert!(
+            mean[1..].iter().all(Option::is_some),
+            "a gap in a full week"
+        );
+        assert_eq!(nums(&answer(&h, "24h")["ts"]).len(), 1441);
+        assert_eq!(nums(&answer(&h, "6h")["ts"]).len(), 2161);
+        assert_eq!(nums(&answer(&h, "1h")["ts"]).len(), 361);
+        // The 1 s tier: its last 10 minutes, one sample a point, the newest last.
+        let fine = answer(&h, "10m");
+        let f = nums(&fine["series"]["cpu.total"]["max"]);
+        assert_eq!(f.len(), 601);
+        assert!(f.iter().all(Option::is_some), "a second without a sample");
+        assert_eq!(f.last().unwrap().unwrap(), ((WEEK_S - 1) % 600) as f64);
+    }
+
+    #[test]
+    fn gaps_are_null_and_a_series_without_values_for_its_retention_is_freed() {
+        let mut h = week();
+        let t0 = 1_700_000_000_000u64;
+        for s in 0..120 {
+            let mut v = values(&[("cpu.total", 1.0)]);
+            if s < 60 {
+                v.push(("temp.soc".into(), 50.0));
+            }
+            h.record(t0 + s * 1000, &v);
+        }
+        assert_eq!(h.series_count(), 2);
+        let fine = answer(&h, "10m");
+        let temp = nums(&fine["series"]["temp.soc"]["mean"]);
+        assert_eq!(temp.iter().filter(|v| v.is_some()).count(), 60);
+        assert!(
+            temp.last().unwrap().is_none(),
+            "the open second has no temperature"
+        );
+        // A day and a half later only the week tier holds it; past the week, nothing.
+        h.record(t0 + 36 * 3600 * 1000, &values(&[("cpu.total", 1.0)]));
+        assert_eq!(h.series_count(), 2);
+        h.record(t0 + (WEEK_S + 600) * 1000, &values(&[("cpu.total", 1.0)]));
+        assert_eq!(h.series_count(), 1, "temp.soc had no value for a week");
+        assert!(answer(&h, "7d")["series"].get("temp.soc").is_none());
+    }
+
+    #[test]
+    fn at_most_sixteen_of_each_kind_are_kept() {
+        let mut h = week();
+        let v: Vec<(String, f32)> = (0..40)
+            .flat_map(|i| {
+                [
+                    (format!("net.veth{i}.rx_per_s"), 1.0),
+                    (format!("net.veth{i}.tx_per_s"), 1.0),
+                    (format!("temp.sensor {i}"), 40.0),
+                ]
+            })
+            .collect();
+        h.record(1_000, &v);
+        assert_eq!(h.series_count(), 16 * 2 + 16);
+        // Interface names with dots (VLANs) are one instance.
+        let mut h = week();
+        h.record(
+            1_000,
+            &values(&[
+                ("net.eth0.100.rx_per_s", 5.0),
+                ("net.eth0.100.tx_per_s", 5.0),
+            ]),
+        );
+        assert_eq!(h.instances["net"], ["eth0.100"]);
+    }
+
+    #[test]
+    fn the_week_fits_the_budget() {
+        // A 4-core Pi with 2 interfaces, 3 sensors and 2 disks, a full week.
+        let mut names = vec!["cpu.total".to_string()];
+        names.extend((0..4).map(|c| format!("cpu.core.{c}")));
+        names.extend(
+            [
+                "memory.used",
+                "swap.used",
+                "load.one",
+                "load.five",
+                "load.fifteen",
+            ]
+            .map(String::from),
+        );
+        names.extend(
+            [
+                "pi.under_voltage",
+                "pi.throttled",
+                "pi.freq_capped",
+                "pi.soft_temp_limit",
+            ]
+            .map(String::from),
+        );
+        names.extend((0..3).map(|t| format!("temp.sensor{t}")));
+        for i in ["eth0", "wlan0"] {
+            names.push(format!("net.{i}.rx_per_s"));
+            names.push(format!("net.{i}.tx_per_s"));
+        }
+        names.extend(["disk./.used_pct", "disk./boot.used_pct"].map(String::from));
+        let v: Vec<(String, f32)> = names.iter().map(|n| (n.clone(), 1.0)).collect();
+        let mut h = week();
+        let start = 1_700_000_000u64;
+        for s in (0..WEEK_S).step_by(10) {
+            h.record((start + s) * 1000, &v);
+        }
+        let bytes = h.bytes();
+        assert!(
+            bytes <= 2 * 1024 * 1024,
+            "a week of {} series: {bytes} bytes",
+            names.len()
+        );
+    }
+
+    #[test]
+    fn a_clock_jump_forward_empties_only_what_it_passed_and_one_back_waits_or_restarts() {
+        let mut h = week();
+        let t0 = 1_000_000u64 * 1000;
+        for s in 0..100 {
+            h.record(t0 + s * 1000, &values(&[("cpu.total", 2.0)]));
+        }
+        // Forward by two hours: the 10 min of seconds are gone, the 10 s tier keeps its points.
+        let t1 = t0 + 2 * 3600 * 1000;
+        h.record(t1, &values(&[("cpu.total", 3.0)]));
+        let fine = nums(&answer(&h, "10m")["series"]["cpu.total"]["mean"]);
+        assert_eq!(fine.iter().flatten().count(), 1);
+        let six = nums(&answer(&h, "6h")["series"]["cpu.total"]["mean"]);
+        assert_eq!(six.iter().flatten().count(), 10 + 1);
+        // Back by a day (NTP correcting a wrong clock): dropped, then after BEHIND_RESET the
+        // tiers start again from the clock as it is.
+        let back = t1 - 86_400 * 1000;
+        for s in 0..u64::from(BEHIND_RESET) - 1 {
+            h.record(back + s * 1000, &values(&[("cpu.total", 9.0)]));
+        }
+        let six = nums(&answer(&h, "6h")["series"]["cpu.total"]["max"]);
+        assert!(
+            six.iter().flatten().all(|&v| v <= 3.0),
+            "samples from behind were kept"
+        );
+        h.record(
+            back + u64::from(BEHIND_RESET) * 1000,
+            &values(&[("cpu.total", 9.0)]),
+        );
+        let fine = nums(&answer(&h, "10m")["series"]["cpu.total"]["mean"]);
+        assert_eq!(fine.iter().flatten().collect::<Vec<_>>(), [&9.0]);
+        assert_eq!(h.dropped_behind, u64::from(BEHIND_RESET) - 1);
+    }
+
+    #[test]
+    fn unknown_ranges_and_an_empty_history_answer_sensibly() {
+        let h = week();
+        assert!(h.answer("2d").is_none());
+        let v = answer(&h, "24h");
+        assert_eq!(v["ts"], serde_json::json!([]));
+        assert_eq!(v["series"], serde_json::json!({}));
+        let none = History::new(capacities(Duration::from_secs(300), 0));
+        assert_eq!(answer(&none, "7d")["ts"], serde_json::json!([]));
+    }
+}
