@@ -63,6 +63,10 @@ impl App {
             config.history,
             config.history_days,
             config.sys_root.clone(),
+            crate::sampler::Keep {
+                runtime: config.runtime_dir.clone(),
+                state: config.state_dir.clone().map(|d| (d, config.state_interval)),
+            },
         )?);
         let limits = Arc::new(Limits::new(
             config.max_connections,

@@ -45,6 +45,12 @@ pub struct Flags {
     /// days of 5-minute history kept in RAM, 0 to 31 (default 7)
     #[argh(option, default = "String::from(\"7\")")]
     pub history_days: String,
+    /// also keep the history snapshot in this directory on disk (off by default)
+    #[argh(option)]
+    pub state_dir: Option<String>,
+    /// how often the snapshot in --state-dir is written, besides at stop (default 6h)
+    #[argh(option, default = "String::from(\"6h\")")]
+    pub state_interval: String,
     /// expose a log file as topic logs/NAME, as NAME=PATH (repeatable)
     #[argh(option)]
     pub log: Vec<String>,
@@ -98,6 +104,13 @@ pub struct Config {
     pub history: Duration,
     /// Days the 5 min tier keeps.
     pub history_days: u32,
+    /// Where the runtime snapshot lives (tmpfs; set by the binary from `$RUNTIME_DIRECTORY` or
+    /// `/run/edgemon`, never a disk path); `None`: none is kept.
+    pub runtime_dir: Option<PathBuf>,
+    /// `--state-dir`: a snapshot on disk too.
+    pub state_dir: Option<PathBuf>,
+    /// `--state-interval`.
+    pub state_interval: Duration,
     /// Log files exposed as `logs/NAME`.
     pub logs: Vec<(String, PathBuf)>,
     /// Journal units exposed as `logs/NAME`.
@@ -218,6 +231,18 @@ impl Config {
             ));
         }
         let history_days = count("--history-days", &f.history_days, 0, 31)? as u32;
+        let state_interval = positive("--state-interval", &f.state_interval)?;
+        if state_interval < Duration::from_secs(60) {
+            return Err(bad(
+                "--state-interval",
+                "at least 1m (each write wears the disk)",
+            ));
+        }
+        let state_dir = match f.state_dir.as_deref() {
+            None => None,
+            Some(d) if std::path::Path::new(d).is_dir() => Some(PathBuf::from(d)),
+            Some(d) => return Err(bad("--state-dir", format!("'{d}' is not a directory"))),
+        };
         let logs = f
             .log
             .iter()
@@ -279,6 +304,9 @@ impl Config {
             hub_linger,
             history,
             history_days,
+            runtime_dir: None,
+            state_dir,
+            state_interval,
             logs,
             journals,
             token: match &f.token_file {

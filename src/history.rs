@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::collect::SystemData;
+use crate::snapshot::{Bad, Reader, Writer};
 
 /// The tiers' steps in milliseconds, finest first.
 pub const STEPS_MS: [u64; 4] = [1_000, 10_000, 60_000, 300_000];
@@ -32,6 +33,22 @@ pub const TIER2_SPAN: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_INSTANCES: usize = 16;
 /// Samples in a row behind the newest point after which the tiers start again.
 pub const BEHIND_RESET: u32 = 600;
+/// The most points a tier can keep (`--history 1h`, 6 h, 24 h, `--history-days 31`): what a
+/// snapshot may claim.
+const MAX_CAPACITY: [usize; 4] = [3600, 2160, 1440, 31 * 288];
+/// Series names that are not per instance.
+const FIXED_SERIES: [&str; 10] = [
+    "cpu.total",
+    "memory.used",
+    "swap.used",
+    "load.one",
+    "load.five",
+    "load.fifteen",
+    "pi.under_voltage",
+    "pi.throttled",
+    "pi.freq_capped",
+    "pi.soft_temp_limit",
+];
 
 /// The ranges an answer can cover: name, span, and the tier it comes from.
 pub const RANGES: [(&str, Duration, usize); 5] = [
@@ -187,6 +204,34 @@ impl Tier {
     /// Whether series `i` has any value kept or open in this tier.
     fn holds(&self, i: usize) -> bool {
         self.rings.get(i).is_some_and(Option::is_some) || self.acc.get(i).is_some_and(|a| a.n > 0)
+    }
+
+    /// Takes series `i`'s figures from a snapshot whose tier kept `old_cap` points (`ring`
+    /// empty: none); the newest points that fit this tier are kept.
+    fn adopt(
+        &mut self,
+        i: usize,
+        acc: Acc,
+        last_valued: Option<u64>,
+        ring: &[f32],
+        old_cap: usize,
+    ) {
+        let (Some(open), cap) = (self.open, self.capacity) else {
+            return;
+        };
+        self.acc[i] = acc;
+        self.last_valued[i] = last_valued;
+        if ring.is_empty() || old_cap == 0 {
+            return;
+        }
+        let w = self.width;
+        let mut mine = vec![f32::NAN; cap * w].into_boxed_slice();
+        for slot in open.saturating_sub(cap.min(old_cap) as u64)..open {
+            let from = (slot % old_cap as u64) as usize * w;
+            let to = (slot % cap as u64) as usize * w;
+            mine[to..to + w].copy_from_slice(&ring[from..from + w]);
+        }
+        self.rings[i] = Some(mine);
     }
 
     fn clear(&mut self) {
@@ -364,6 +409,87 @@ impl History {
     pub fn bytes(&self) -> usize {
         self.tiers.iter().map(Tier::bytes).sum::<usize>()
             + self.names.iter().map(|n| n.len() * 2 + 48).sum::<usize>()
+    }
+
+    /// Writes the tiers for a snapshot.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u32(self.tiers.len() as u32);
+        for t in &self.tiers {
+            w.u64(t.step_ms);
+            w.u32(t.capacity as u32);
+            w.u8(t.width as u8);
+            w.opt_u64(t.open);
+        }
+        w.u32(self.index.len() as u32);
+        for (name, &i) in &self.index {
+            w.str(name);
+            for t in &self.tiers {
+                let a = t.acc[i];
+                w.f32(a.min);
+                w.f32(a.max);
+                w.f64(a.sum);
+                w.u32(a.n);
+                w.opt_u64(t.last_valued[i]);
+                match &t.rings[i] {
+                    Some(ring) => {
+                        w.u8(1);
+                        ring.iter().for_each(|v| w.f32(*v));
+                    }
+                    None => w.u8(0),
+                }
+            }
+        }
+    }
+
+    /// Reads the tiers of a snapshot into a history keeping `capacities` (the flags may have
+    /// changed since: each tier keeps the newest points that fit). Only names this release
+    /// records are taken, within the same bounds.
+    pub fn decode(r: &mut Reader, capacities: [usize; 4]) -> Result<History, Bad> {
+        if r.count(4, "tiers")? != 4 {
+            return Err("not 4 tiers".into());
+        }
+        let mut h = History::new(capacities);
+        let mut old = [(0usize, 0usize); 4];
+        for k in 0..4 {
+            let (step, cap, width, open) = (r.u64()?, r.u32()? as usize, r.u8()?, r.opt_u64()?);
+            let want_width = if k == 0 { 1 } else { 3 };
+            if step != STEPS_MS[k] || usize::from(width) != want_width || cap > MAX_CAPACITY[k] {
+                return Err(format!(
+                    "tier {k}: step {step} ms, {cap} points of {width} (expected {} ms, at most {}, of {want_width})",
+                    STEPS_MS[k], MAX_CAPACITY[k]
+                ));
+            }
+            old[k] = (cap, want_width);
+            if h.tiers[k].capacity > 0 {
+                h.tiers[k].open = open;
+            }
+        }
+        let n = r.count(256, "series")?;
+        let mut values = Vec::new();
+        for _ in 0..n {
+            let name = r.str(300)?;
+            let known = FIXED_SERIES.contains(&name.as_str()) || instance_of(&name).is_some();
+            let i = if known { h.series(&name) } else { None };
+            for (k, &(cap, width)) in old.iter().enumerate() {
+                let acc = Acc {
+                    min: r.f32()?,
+                    max: r.f32()?,
+                    sum: r.f64()?,
+                    n: r.u32()?,
+                };
+                let last_valued = r.opt_u64()?;
+                values.clear();
+                if r.u8()? == 1 {
+                    for _ in 0..cap * width {
+                        values.push(r.f32()?);
+                    }
+                }
+                let Some(i) = i else { continue };
+                h.tiers[k].adopt(i, acc, last_valued, &values, cap);
+            }
+        }
+        h.free_empty();
+        Ok(h)
     }
 
     /// The answer for `range` (one of `RANGES`) as JSON, ending with the open interval; `None`

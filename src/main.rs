@@ -56,9 +56,17 @@ fn main() -> ExitCode {
 
 /// Parses the flags, starts logging, binds, and serves until SIGTERM or SIGINT.
 fn run() -> Result<(), Exit> {
-    let config = config()?;
+    let mut config = config()?;
     edgemon::logging::init(config.log_level)
         .map_err(|e| Exit::NoLog(format!("cannot start logging: {e}")))?;
+    // The history is kept across restarts in RAM-backed /run only; never on a disk by default.
+    config.runtime_dir = edgemon::runtime_dir();
+    match &config.runtime_dir {
+        Some(d) => log::info!("history kept across restarts in {}", d.display()),
+        None => log::info!(
+            "no runtime directory ($RUNTIME_DIRECTORY, or a writable /run/edgemon): history starts empty at every start"
+        ),
+    }
     let listen = config.listen;
     let flood = config.flood;
     let server = Server::bind(config)

@@ -15,14 +15,28 @@ use std::time::{Duration, Instant};
 
 use crate::collect::own::{Own, OwnMeter};
 use crate::collect::{Collector, SystemData};
+use crate::events::{self, Events};
 use crate::history::{self, History};
 use crate::lock::lock;
 use crate::protocol::unix_ms;
+use crate::snapshot::{self, Snapshot, SnapshotRef};
 
 /// How often the host is sampled.
 pub const PERIOD: Duration = Duration::from_secs(1);
 /// Delay before the first sample (sysinfo needs 200 ms between CPU readings).
 const FIRST_SAMPLE: Duration = Duration::from_millis(300);
+/// How often the runtime snapshot (tmpfs) is written, besides at stop.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+
+/// Where the history is kept across restarts.
+#[derive(Clone, Debug, Default)]
+pub struct Keep {
+    /// The runtime directory (tmpfs): written every `SNAPSHOT_EVERY` and at stop.
+    pub runtime: Option<PathBuf>,
+    /// `--state-dir`: written every `--state-interval` and at stop.
+    pub state: Option<(PathBuf, Duration)>,
+}
+
 /// Nobody watching: details (temperatures, Pi flags, network, disks) every this many samples,
 /// for the history.
 pub const DETAILS_UNWATCHED_EVERY: u64 = 10;
@@ -69,6 +83,12 @@ struct Shared {
     answers: Mutex<Vec<(&'static str, u64, Arc<str>)>>,
     /// The newest sample's `seq`.
     newest_seq: std::sync::atomic::AtomicU64,
+    /// Flag changes, reboots, starts and stops, OOM kills.
+    events: Mutex<Events>,
+    /// The host name snapshots are written for.
+    hostname: String,
+    /// Whether the previous run stopped cleanly (`None`: no snapshot of it).
+    previous_clean_stop: Option<bool>,
 }
 
 /// Handle to the sampler thread; dropping it stops and joins the thread.
@@ -97,12 +117,49 @@ impl Sampler {
         history: Duration,
         history_days: u32,
         sys_root: PathBuf,
+        keep: Keep,
     ) -> std::io::Result<Sampler> {
         let capacity = (history.as_secs() as usize).max(1);
-        let tiers = History::new(history::capacities(history, history_days));
+        let capacities = history::capacities(history, history_days);
         // Created here so a host without a readable /proc fails at start, not silently later.
         let mut collector = Collector::new(sys_root)?;
-        let host = serde_json::to_string(&collector.host()).expect("plain strings serialize");
+        let described = collector.host();
+        let hostname = described.hostname.clone();
+        let host = serde_json::to_string(&described).expect("plain strings serialize");
+        let now = unix_ms();
+        let boot = events::boot_id();
+        let (tiers, mut ring, first_seq, previous_clean_stop, previous_boot) =
+            match restore(&keep, &hostname, capacities) {
+                Some(s) => {
+                    let ring = s.events_ring();
+                    (s.history, ring, s.seq, Some(s.clean_stop), Some(s.boot_id))
+                }
+                None => (History::new(capacities), Events::default(), 0, None, None),
+            };
+        // A reboot: a boot other than the snapshot's, or, with no snapshot, the host up for less
+        // than 10 minutes (a restart within the same boot is not one, however early).
+        let uptime_ms = sysinfo::System::uptime()
+            .ok()
+            .map(|u| u.saturating_mul(1000));
+        let rebooted = match &previous_boot {
+            Some(b) => *b != boot && !boot.is_empty(),
+            None => uptime_ms.is_some_and(|u| u < 600_000),
+        };
+        if let Some(uptime_ms) = uptime_ms.filter(|_| rebooted) {
+            let text = format!(
+                "the host booted {} s before the daemon started",
+                uptime_ms / 1000
+            );
+            ring.push(now.saturating_sub(uptime_ms), "reboot", "once", &text);
+        }
+        let text = match previous_clean_stop {
+            None => "started (no history kept from before)",
+            Some(true) => "started; history kept from the previous run, which stopped cleanly",
+            Some(false) => {
+                "started; the previous run did not stop cleanly (a crash, a kill or the watchdog)"
+            }
+        };
+        ring.push(now, "daemon_start", "once", text);
         let shared = Arc::new(Shared {
             ring: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity,
@@ -115,12 +172,15 @@ impl Sampler {
             host: host.into_boxed_str(),
             history: Mutex::new(tiers),
             answers: Mutex::new(Vec::new()),
-            newest_seq: std::sync::atomic::AtomicU64::new(0),
+            newest_seq: std::sync::atomic::AtomicU64::new(first_seq),
+            events: Mutex::new(ring),
+            hostname,
+            previous_clean_stop,
         });
         let (wake, woken) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn({
             let shared = shared.clone();
-            move || run(collector, &shared, &woken)
+            move || run(collector, &shared, &woken, first_seq, &keep)
         })?;
         Ok(Sampler {
             shared,
@@ -229,6 +289,16 @@ impl Sampler {
         Some(built)
     }
 
+    /// `{"events":[…]}`, oldest first.
+    pub fn events_json(&self) -> String {
+        lock(&self.shared.events).to_json()
+    }
+
+    /// Whether the previous run stopped cleanly (`None`: no snapshot of it was found).
+    pub fn previous_clean_stop(&self) -> Option<bool> {
+        self.shared.previous_clean_stop
+    }
+
     /// Bytes the history's rings hold, and its series count.
     pub fn history_size(&self) -> (usize, usize) {
         let h = lock(&self.shared.history);
@@ -253,8 +323,17 @@ impl Drop for Sampler {
 
 /// The thread body: measure, cache, notify, sleep until the next second or until stopped;
 /// woken early, add the details a reader asked for to the newest sample.
-fn run(mut collector: Collector, shared: &Shared, woken: &mpsc::Receiver<()>) {
-    let mut seq = 0u64;
+fn run(
+    mut collector: Collector,
+    shared: &Shared,
+    woken: &mpsc::Receiver<()>,
+    first_seq: u64,
+    keep: &Keep,
+) {
+    let mut seq = first_seq;
+    let started = Instant::now();
+    let mut saved_runtime = started;
+    let mut saved_state = started;
     let mut trim = crate::trim::Policy::default();
     let mut own = OwnMeter::default();
     // CPU usage needs two readings at least 200 ms apart; the first sample comes soon after start.
@@ -267,7 +346,18 @@ fn run(mut collector: Collector, shared: &Shared, woken: &mpsc::Receiver<()>) {
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The daemon stops: the last snapshot, marked clean.
+                lock(&shared.events).push(unix_ms(), "daemon_stop", "once", "stopped");
+                save(shared, keep.runtime.as_deref(), seq, true);
+                save(
+                    shared,
+                    keep.state.as_ref().map(|(d, _)| d.as_path()),
+                    seq,
+                    true,
+                );
+                return;
+            }
         }
         next += PERIOD;
         let now = Instant::now();
@@ -283,6 +373,25 @@ fn run(mut collector: Collector, shared: &Shared, woken: &mpsc::Receiver<()>) {
         let ts = unix_ms();
         lock(&shared.history).record(ts, &history::series_of(&data));
         shared.newest_seq.store(seq, Ordering::SeqCst);
+        if details {
+            let mut ev = lock(&shared.events);
+            if let Some(pi) = &data.pi {
+                ev.pi_flags(ts, pi);
+            }
+            if let Some(n) = events::read_oom_kills() {
+                ev.oom_kills(ts, n);
+            }
+        }
+        if now.duration_since(saved_runtime) >= SNAPSHOT_EVERY {
+            saved_runtime = now;
+            save(shared, keep.runtime.as_deref(), seq, false);
+        }
+        if let Some((dir, every)) = &keep.state
+            && now.duration_since(saved_state) >= *every
+        {
+            saved_state = now;
+            save(shared, Some(dir), seq, false);
+        }
         let sample = Arc::new(Sample {
             seq,
             ts,
@@ -312,6 +421,68 @@ fn run(mut collector: Collector, shared: &Shared, woken: &mpsc::Receiver<()>) {
         }
         // Here, off the executor: return memory freed by closed connections once churn settles.
         trim.tick_and_trim();
+    }
+}
+
+/// The newest snapshot that decodes among the runtime and state directories; a file that does
+/// not is a warning and is left alone (the next save replaces it).
+fn restore(keep: &Keep, hostname: &str, capacities: [usize; 4]) -> Option<Snapshot> {
+    let dirs = [
+        keep.runtime.as_deref(),
+        keep.state.as_ref().map(|(d, _)| d.as_path()),
+    ];
+    let mut best: Option<Snapshot> = None;
+    for dir in dirs.into_iter().flatten() {
+        let path = dir.join(snapshot::FILE);
+        match snapshot::read(dir).and_then(|b| {
+            b.map(|b| Snapshot::decode(&b, hostname, capacities))
+                .transpose()
+        }) {
+            Ok(None) => {}
+            Ok(Some(s)) => {
+                if best.as_ref().is_none_or(|b| s.saved_ms > b.saved_ms) {
+                    best = Some(s);
+                }
+            }
+            Err(why) => log::warn!(
+                "history: not using {}: {why}; starting from what else is kept",
+                path.display()
+            ),
+        }
+    }
+    if let Some(s) = &best {
+        log::info!(
+            "history: restored {} series and {} events from a snapshot saved {} s ago",
+            s.history.series_count(),
+            s.events.len(),
+            unix_ms().saturating_sub(s.saved_ms) / 1000
+        );
+    }
+    best
+}
+
+/// Writes a snapshot into `dir`, if one is given; a failure is a warning (the daemon serves on).
+fn save(shared: &Shared, dir: Option<&std::path::Path>, seq: u64, clean_stop: bool) {
+    let Some(dir) = dir else { return };
+    let bytes = {
+        let history = lock(&shared.history);
+        let events = lock(&shared.events);
+        let snap = SnapshotRef {
+            host: &shared.hostname,
+            boot_id: events::boot_id(),
+            saved_ms: unix_ms(),
+            seq,
+            clean_stop,
+            history: &history,
+            events: &events,
+        };
+        snap.encode()
+    };
+    if let Err(e) = snapshot::write(dir, &bytes) {
+        log::warn!(
+            "history: cannot write {}: {e}",
+            dir.join(snapshot::FILE).display()
+        );
     }
 }
 
@@ -348,7 +519,7 @@ mod tests {
 
     #[test]
     fn ring_keeps_history_and_feeds_the_listener() {
-        let s = Sampler::start(Duration::from_secs(2), 7, "/sys".into()).unwrap();
+        let s = Sampler::start(Duration::from_secs(2), 7, "/sys".into(), Keep::default()).unwrap();
         let rx = s.listen();
         assert!(s.has_listener());
         let a = smol::block_on(rx.recv()).unwrap();

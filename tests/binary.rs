@@ -586,3 +586,112 @@ fn the_manual_page_lists_every_option_with_its_default_and_nothing_else() {
         );
     }
 }
+
+/// A fresh directory for a daemon's runtime files, removed on drop.
+struct RuntimeDir(std::path::PathBuf);
+impl RuntimeDir {
+    fn new(name: &str) -> RuntimeDir {
+        let d = std::env::temp_dir().join(format!("edgemon-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        RuntimeDir(d)
+    }
+    fn env(&self) -> [(&str, &str); 1] {
+        [("RUNTIME_DIRECTORY", self.0.to_str().unwrap())]
+    }
+}
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `seq` of the first live `system` frame at least `min` (reading history and live frames).
+async fn system_seq_at_least(addr: std::net::SocketAddr, min: u64) -> u64 {
+    let mut ws = ws(addr, "/ws/system").await;
+    loop {
+        let v = next_of_type(&mut ws, "data").await;
+        let seq = v["seq"].as_u64().unwrap();
+        if seq >= min {
+            return seq;
+        }
+    }
+}
+
+#[test]
+fn history_events_and_seq_continue_across_a_restart() {
+    let dir = RuntimeDir::new("restart");
+    let mut d = Daemon::start_with_env(&[], &dir.env());
+    let seq = within(20, system_seq_at_least(d.addr, 3));
+    let before = get(d.addr, "/api/history?range=10m").json();
+    let ts = before["ts"].as_array().unwrap().clone();
+    let cpu = before["series"]["cpu.total"]["mean"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let first = cpu.iter().position(|v| v.is_number()).expect("a point");
+    let kept_ts = ts[first].as_u64().unwrap();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(dir.0.join("history.snap").exists(), "no snapshot at stop");
+
+    let mut d = Daemon::start_with_env(&[], &dir.env());
+    d.wait_line(WAIT, |l| l.contains("history: restored"));
+    // The points from before the restart are still there.
+    let after = get(d.addr, "/api/history?range=10m").json();
+    let ts: Vec<u64> = after["ts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    let i = ts
+        .iter()
+        .position(|t| *t == kept_ts)
+        .expect("the old interval in range");
+    assert!(
+        after["series"]["cpu.total"]["mean"][i].is_number(),
+        "{after}"
+    );
+    // seq goes on from where it stopped.
+    let next = within(20, system_seq_at_least(d.addr, 0));
+    assert!(next > seq, "seq {next} after a stop at {seq}");
+    // The events say what happened, in order.
+    let events = get(d.addr, "/api/events").json();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .filter(|k| k.starts_with("daemon"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["daemon_start", "daemon_stop", "daemon_start"],
+        "{events}"
+    );
+    let last = events["events"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["text"].as_str().unwrap().contains("stopped cleanly"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_damaged_snapshot_is_a_warning_and_an_empty_history() {
+    let dir = RuntimeDir::new("damaged");
+    std::fs::write(dir.0.join("history.snap"), b"EDGEMONH\x01\0\0\0garbage").unwrap();
+    let mut d = Daemon::start_with_env(&[], &dir.env());
+    let line = d.wait_line(WAIT, |l| l.contains("history: not using"));
+    assert!(
+        line.contains("WARN") && line.contains("history.snap"),
+        "{line}"
+    );
+    assert_eq!(get(d.addr, "/healthz").status, 200);
+    let events = get(d.addr, "/api/events").json();
+    let start = events["events"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        start["text"].as_str().unwrap().contains("no history kept"),
+        "{start}"
+    );
+}

@@ -235,6 +235,8 @@ pub fn stats(addr: SocketAddr) -> Value {
 pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its own runtime directory (the history snapshot), unless the test gave one.
+    runtime: Option<std::path::PathBuf>,
     lines: mpsc::Receiver<String>,
     /// Every line seen so far.
     pub log: Vec<String>,
@@ -246,11 +248,20 @@ impl Daemon {
         Daemon::start_with_env(args, &[])
     }
 
-    /// `start` with extra environment variables.
+    /// `start` with extra environment variables. Each daemon gets a runtime directory of its own
+    /// (`RUNTIME_DIRECTORY`, where its history snapshot goes) unless `env` names one.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let runtime = (!env.iter().any(|(k, _)| *k == "RUNTIME_DIRECTORY")).then(|| {
+            let n = NEXT.fetch_add(1, Ordering::SeqCst);
+            let d = std::env::temp_dir().join(format!("edgemon-rt-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        });
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgemon"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(runtime.iter().map(|d| ("RUNTIME_DIRECTORY", d.as_os_str())))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -268,6 +279,7 @@ impl Daemon {
         let mut d = Daemon {
             child,
             addr: "127.0.0.1:1".parse().unwrap(),
+            runtime,
             lines,
             log: Vec::new(),
         };
@@ -377,6 +389,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(d) = &self.runtime {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
