@@ -62,4 +62,4 @@ pub(crate) mod upgrade;
 
 pub use config::{Config, Flags};
 pub use server::{Server, ServerHandle};
-pub use snapshot::runtime_dir;
+pub use snapshot::{runtime_dir, synthetic_week};

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::collect::own::{Own, OwnMeter};
-use crate::collect::{Collector, SystemData};
+use crate::collect::{Collector, Details, SystemData};
 use crate::events::{self, Events};
 use crate::history::{self, History};
 use crate::lock::lock;
@@ -368,12 +368,18 @@ fn run(
         let watched = shared.watched();
         let asked = lock(&shared.details_until).is_some_and(|until| now < until);
         seq += 1;
-        let details = watched || asked || seq % DETAILS_UNWATCHED_EVERY == 1;
+        let details = if watched || asked {
+            Details::All
+        } else if seq % DETAILS_UNWATCHED_EVERY == 1 {
+            Details::ForHistory
+        } else {
+            Details::None
+        };
         let data = Arc::new(collector.sample(details));
         let ts = unix_ms();
         lock(&shared.history).record(ts, &history::series_of(&data));
         shared.newest_seq.store(seq, Ordering::SeqCst);
-        if details {
+        if details != Details::None {
             let mut ev = lock(&shared.events);
             if let Some(pi) = &data.pi {
                 ev.pi_flags(ts, pi);
@@ -493,7 +499,7 @@ fn complete_newest(collector: &mut Collector, shared: &Shared) {
     let newest = lock(&shared.latest_data).clone();
     if let Some(basic) = newest.filter(|d| !d.has_details()) {
         let mut data = (*basic).clone();
-        collector.add_details(&mut data);
+        collector.add_details(&mut data, true);
         let data = Arc::new(data);
         let json = serde_json::to_string(&*data)
             .expect("plain data always serializes")

@@ -264,6 +264,59 @@ impl Snapshot {
     }
 }
 
+/// A snapshot of a full week of a 4-core Pi with 2 interfaces, 3 sensors and 2 disks (23
+/// series, the budget case) ending at `now_ms`, for host `host`: what the benchmark
+/// restores to measure a daemon holding a whole week. The values are a plausible sawtooth.
+pub fn synthetic_week(host: &str, now_ms: u64) -> Vec<u8> {
+    let caps = crate::history::capacities(std::time::Duration::from_secs(300), 7);
+    let mut h = History::new(caps);
+    let mut names = vec!["cpu.total".to_string()];
+    names.extend((0..4).map(|c| format!("cpu.core.{c}")));
+    for n in [
+        "memory.used",
+        "swap.used",
+        "load.one",
+        "load.five",
+        "load.fifteen",
+        "pi.under_voltage",
+        "pi.throttled",
+        "pi.freq_capped",
+        "pi.soft_temp_limit",
+        "disk./.used_pct",
+        "disk./boot/firmware.used_pct",
+    ] {
+        names.push(n.to_string());
+    }
+    names.extend(["temp.cpu_thermal", "temp.rp1_adc", "temp.nvme"].map(String::from));
+    for i in ["eth0", "wlan0"] {
+        names.push(format!("net.{i}.rx_per_s"));
+        names.push(format!("net.{i}.tx_per_s"));
+    }
+    let week_s = 7 * 86_400u64;
+    // Every 10 s: enough for every coarse tier to fill, and the 1 s tier holds its last ten
+    // minutes at one value in ten, as with nobody watching.
+    for s in (0..week_s).step_by(10) {
+        let ts = now_ms.saturating_sub((week_s - s) * 1000);
+        let v: Vec<(String, f32)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), ((s / 10 + i as u64 * 7) % 97) as f32))
+            .collect();
+        h.record(ts, &v);
+    }
+    let events = Events::default();
+    SnapshotRef {
+        host,
+        boot_id: crate::events::boot_id(),
+        saved_ms: now_ms,
+        seq: week_s,
+        clean_stop: true,
+        history: &h,
+        events: &events,
+    }
+    .encode()
+}
+
 /// Writes `bytes` to `dir/FILE` atomically: a temp file beside it, fsync, rename.
 pub fn write(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{FILE}.tmp"));

@@ -24,6 +24,9 @@ pub struct Proc {
     /// The one address the benchmark's clients connect from, where the loopback's many are not
     /// at hand (across a veth pair); `None`: spread over 127.0.0.0/8, four per address.
     pub client_source: Option<Ipv4Addr>,
+    /// The daemon's runtime directory (its history snapshot), on a tmpfs as under systemd;
+    /// removed on drop.
+    pub runtime: Option<PathBuf>,
 }
 
 impl Proc {
@@ -39,9 +42,26 @@ impl Proc {
         args: &[String],
         tag: &str,
     ) -> io::Result<Proc> {
+        Proc::edgemon_with(bin, flood, args, tag, |_| Ok(()))
+    }
+
+    /// `edgemon`, with `prepare` filling its runtime directory first (a snapshot to restore).
+    pub fn edgemon_with(
+        bin: &Path,
+        flood: Option<&str>,
+        args: &[String],
+        tag: &str,
+        prepare: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<Proc> {
+        let runtime = runtime_dir(tag)?;
+        prepare(&runtime)?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
-        Proc::listening(cmd, flood, tag)
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUNTIME_DIRECTORY", &runtime);
+        let mut p = Proc::listening(cmd, flood, tag)?;
+        p.runtime = Some(runtime);
+        Ok(p)
     }
 
     /// Starts `cmd` (an edgemon daemon, or a stand-in that prints the same "listening on
@@ -54,18 +74,27 @@ impl Proc {
             None => cmd.env_remove(BENCH_FLOOD_ENV),
         };
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let child = cmd
+        // Its output through a pipe, copied to the log by a thread of ours, as journald takes a
+        // unit's: the log's disk writes are not the daemon's (`/proc/PID/io` counts its own).
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
-            .stderr(out)
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
+        if let Some(mut stderr) = child.stderr.take() {
+            let mut out = out;
+            std::thread::spawn(move || {
+                let _ = io::copy(&mut stderr, &mut out);
+            });
+        }
         let mut p = Proc {
             name: tag.into(),
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
             client_source: None,
+            runtime: None,
         };
         p.addr = p.wait_for_listen_line(Duration::from_secs(10))?;
         Ok(p)
@@ -88,6 +117,7 @@ impl Proc {
             addr,
             log,
             client_source: None,
+            runtime: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -189,6 +219,9 @@ impl Drop for Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        if let Some(d) = &self.runtime {
+            let _ = fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -199,6 +232,21 @@ pub struct Stats {
     pub hubs: usize,
     pub dropped_frames: u64,
     pub rejected: u64,
+}
+
+/// A fresh runtime directory for the daemon tagged `tag`: on /dev/shm (a tmpfs, like systemd's
+/// /run), else the temp directory.
+fn runtime_dir(tag: &str) -> io::Result<PathBuf> {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let d = base.join(format!("edgemon-bench-{}-{tag}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d)?;
+    Ok(d)
 }
 
 fn log_path(tag: &str) -> PathBuf {

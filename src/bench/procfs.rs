@@ -17,6 +17,19 @@ pub fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes the process caused to be written to a block device (`/proc/PID/io` `write_bytes`;
+/// a tmpfs write is not one), 0 if unreadable.
+pub fn disk_write_bytes(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Open file descriptors.
 pub fn fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))

@@ -12,7 +12,7 @@ pub mod procs;
 pub mod tail;
 pub mod thermal;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -107,12 +107,21 @@ pub struct Host {
     pub cpu_count: usize,
 }
 
+/// Which details a sample reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Details {
+    /// CPU, memory, load and uptime only.
+    None,
+    /// What the history keeps: temperatures, Pi health, network, disks.
+    ForHistory,
+    /// Everything, frequencies included (someone is watching).
+    All,
+}
+
 /// The sampler thread's measuring state.
 pub struct Collector {
     /// CPU and memory.
     sys: System,
-    /// Network counters, created on first use.
-    networks: Option<sysinfo::Networks>,
     /// Mounted filesystems, created on first use.
     disks: Option<sysinfo::Disks>,
     /// hwmon sensors, created on first use.
@@ -134,7 +143,6 @@ impl Collector {
         .map_err(|e| std::io::Error::other(format!("cannot read host figures: {e}")))?;
         Ok(Collector {
             sys,
-            networks: None,
             disks: None,
             components: None,
             rates: net::Rates::default(),
@@ -156,8 +164,10 @@ impl Collector {
         }
     }
 
-    /// Measures the host; `details` adds temperatures, Pi health, network, disks and frequencies.
-    pub fn sample(&mut self, details: bool) -> SystemData {
+    /// Measures the host; `details` adds temperatures, Pi health, network, disks and
+    /// frequencies (`Details::ForHistory`: all but the frequencies, which the history does not
+    /// keep and which cost a read of /proc/cpuinfo).
+    pub fn sample(&mut self, details: Details) -> SystemData {
         self.sys.refresh_cpu_usage();
         self.sys.refresh_memory();
         let load = System::load_average().ok();
@@ -189,17 +199,21 @@ impl Collector {
             network: None,
             disks: None,
         };
-        if details {
-            self.add_details(&mut data);
+        match details {
+            Details::None => {}
+            Details::ForHistory => self.add_details(&mut data, false),
+            Details::All => self.add_details(&mut data, true),
         }
         data
     }
 
     /// Fills in the costlier parts (also on demand, into a sample taken without them).
-    pub fn add_details(&mut self, data: &mut SystemData) {
-        self.sys.refresh_cpu_frequency();
-        let freq: Vec<u64> = self.sys.cpus().iter().map(|c| c.frequency()).collect();
-        data.cpu.freq_mhz = freq.iter().any(|f| *f > 0).then_some(freq);
+    pub fn add_details(&mut self, data: &mut SystemData, freq: bool) {
+        if freq {
+            self.sys.refresh_cpu_frequency();
+            let freq: Vec<u64> = self.sys.cpus().iter().map(|c| c.frequency()).collect();
+            data.cpu.freq_mhz = freq.iter().any(|f| *f > 0).then_some(freq);
+        }
 
         let components = self.components.get_or_insert_with(|| {
             sysinfo::Components::new_with_refreshed_list().unwrap_or_else(|_| empty_components())
@@ -211,11 +225,9 @@ impl Collector {
 
         data.pi = pi::read(&self.sys_root);
 
-        let networks = self.networks.get_or_insert_with(|| {
-            sysinfo::Networks::new_with_refreshed_list().unwrap_or_else(|_| empty_networks())
-        });
-        networks.refresh(true);
-        data.network = Some(self.rates.update(Instant::now(), net::totals(networks)));
+        // One read of /proc/net/dev (sysinfo reads nine sysfs files per interface).
+        let totals = net::read_totals(Path::new(net::PROC_NET_DEV));
+        data.network = Some(self.rates.update(Instant::now(), totals));
 
         let disks = self.disks.get_or_insert_with(|| {
             sysinfo::Disks::new_with_refreshed_list().unwrap_or_else(|_| empty_disks())
@@ -228,9 +240,6 @@ impl Collector {
 // sysinfo's constructors are fallible; with nothing readable we carry on with empty lists.
 fn empty_components() -> sysinfo::Components {
     sysinfo::Components::new().expect("an empty component list needs no I/O")
-}
-fn empty_networks() -> sysinfo::Networks {
-    sysinfo::Networks::new().expect("an empty network list needs no I/O")
 }
 fn empty_disks() -> sysinfo::Disks {
     sysinfo::Disks::new().expect("an empty disk list needs no I/O")
@@ -278,7 +287,7 @@ mod tests {
     #[test]
     fn a_plain_sample_has_the_core_fields_and_no_details() {
         let mut c = Collector::new("/sys".into()).unwrap();
-        let v = serde_json::to_value(c.sample(false)).unwrap();
+        let v = serde_json::to_value(c.sample(Details::None)).unwrap();
         for path in [
             "/cpu/total",
             "/cpu/cores",
@@ -300,13 +309,13 @@ mod tests {
     #[test]
     fn a_detailed_sample_lists_sensors_interfaces_and_disks() {
         let mut c = Collector::new("/sys".into()).unwrap();
-        let v = serde_json::to_value(c.sample(true)).unwrap();
+        let v = serde_json::to_value(c.sample(Details::All)).unwrap();
         assert!(v["temperatures"].is_array());
         let nets = v["network"].as_array().unwrap();
         assert!(nets.iter().any(|i| i["name"] == "lo"), "{v}");
         assert!(v["disks"].is_array());
         // The second detailed sample has rates.
-        let v = serde_json::to_value(c.sample(true)).unwrap();
+        let v = serde_json::to_value(c.sample(Details::All)).unwrap();
         assert!(v["network"][0]["rx_per_s"].is_u64(), "{v}");
     }
 

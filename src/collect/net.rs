@@ -71,16 +71,30 @@ impl Rates {
     }
 }
 
-/// The totals sysinfo read on its last refresh, sorted by name.
-pub fn totals(networks: &sysinfo::Networks) -> Vec<(String, u64, u64)> {
-    let mut v: Vec<_> = networks
-        .iter()
-        .map(|(name, data)| {
-            (
-                name.to_string_lossy().into_owned(),
-                data.total_received(),
-                data.total_transmitted(),
-            )
+/// Where the kernel lists every interface's counters, one line each.
+pub const PROC_NET_DEV: &str = "/proc/net/dev";
+
+/// Each interface's (name, received bytes, sent bytes) from `path` (`/proc/net/dev`), sorted by
+/// name; empty if unreadable.
+pub fn read_totals(path: &std::path::Path) -> Vec<(String, u64, u64)> {
+    std::fs::read_to_string(path)
+        .map(|t| parse_totals(&t))
+        .unwrap_or_default()
+}
+
+/// `/proc/net/dev`'s text: after two header lines, `NAME: rx_bytes rx_packets … (8 receive
+/// fields) tx_bytes …`. Malformed lines are skipped.
+pub fn parse_totals(text: &str) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<_> = text
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            Some((name.trim().to_string(), *f.first()?, *f.get(8)?))
         })
         .collect();
     v.sort();
@@ -91,6 +105,26 @@ pub fn totals(networks: &sysinfo::Networks) -> Vec<(String, u64, u64)> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn proc_net_dev_is_read_by_field_and_malformed_lines_are_skipped() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:  123456     100    0    0    0     0          0         0   123456     100    0    0    0     0       0          0
+  eth0: 9000 10 1 2 0 0 0 0 700 7 0 0 0 0 0 0
+ wlan0: garbage
+ eth0.100: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0
+";
+        assert_eq!(
+            parse_totals(text),
+            [
+                ("eth0".to_string(), 9000, 700),
+                ("eth0.100".to_string(), 5, 6),
+                ("lo".to_string(), 123456, 123456)
+            ]
+        );
+        assert!(!read_totals(std::path::Path::new(PROC_NET_DEV)).is_empty());
+    }
 
     #[test]
     fn rates_come_from_deltas_over_elapsed_time() {

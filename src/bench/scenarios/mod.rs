@@ -10,6 +10,7 @@ mod sink;
 mod slow;
 mod subscribed;
 mod veth;
+mod week;
 
 use std::future::Future;
 use std::io;
@@ -37,11 +38,14 @@ use shutdown::shutdown;
 use slow::slow_consumers;
 use subscribed::subscribed;
 use veth::veth;
+use week::{disk_writes, week};
 
 const MIB: f64 = 1024.0;
 // DESIGN.md's budgets ("Budgets"), each written here once.
 /// Idle RSS with empty history.
 const IDLE_RSS_MIB: f64 = 4.0;
+/// Idle RSS with a full week of history.
+const WEEK_RSS_MIB: f64 = 6.0;
 /// The stripped binary.
 const BINARY_MIB: f64 = 2.5;
 /// RSS per WebSocket connection at 2,000, idle or subscribed to `system` with a full history.
@@ -181,8 +185,10 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
             .any(|s| plan.runs(s))
         {
             let d = Proc::edgemon(daemon, Some("1s,1024"), &flags, "main")?;
+            let main_started = Instant::now();
             if plan.runs("idle") {
                 idle_and_dashboard(&mut r, &plan, &d).await?;
+                week(&mut r, daemon, &flags).await?;
             }
             warm_up(&d).await?;
             if plan.runs("connections") {
@@ -196,6 +202,7 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
                 let baseline = settle(&d).await?;
                 churn(&mut r, &plan, &d, baseline).await?;
             }
+            disk_writes(&mut r, &d, main_started);
             shutdown(&mut r, d)?;
         }
 
