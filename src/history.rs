@@ -493,40 +493,37 @@ impl History {
     }
 
     /// The answer for `range` (one of `RANGES`) as JSON, ending with the open interval; `None`
-    /// for an unknown range.
+    /// for an unknown range (the route uses `pieces` through the sampler's cache).
+    #[cfg(test)]
     pub fn answer(&self, range: &str) -> Option<String> {
+        self.pieces(range).map(|p| p.whole())
+    }
+
+    /// The answer for `range` in pieces, to send whole or in parts.
+    pub fn pieces(&self, range: &str) -> Option<Pieces> {
         let &(name, span, tier) = RANGES.iter().find(|(n, _, _)| *n == range)?;
         let t = &self.tiers[tier];
-        let mut out = String::with_capacity(4096);
-        let _ = write!(
-            out,
-            "{{\"range\":\"{name}\",\"step_ms\":{},\"ts\":[",
-            t.step_ms
-        );
         // The whole span of closed points, and the open one.
         let n = (span.as_millis() as u64 / t.step_ms + 1).min(t.capacity as u64 + 1);
         let slots: Vec<u64> = match t.open {
             Some(open) if t.capacity > 0 => (open.saturating_sub(n - 1)..=open).collect(),
             _ => Vec::new(),
         };
+        let mut ts = String::from("[");
         for (k, s) in slots.iter().enumerate() {
             if k > 0 {
-                out.push(',');
+                ts.push(',');
             }
-            let _ = write!(out, "{}", s * t.step_ms);
+            let _ = write!(ts, "{}", s * t.step_ms);
         }
-        out.push_str("],\"series\":{");
-        let mut first = true;
-        for (series, &i) in &self.index {
+        ts.push(']');
+        let mut series = Vec::new();
+        for (name, &i) in &self.index {
             let points: Vec<[f32; 3]> = slots.iter().map(|&s| t.point(i, s)).collect();
             if points.iter().all(|p| p[0].is_nan()) {
                 continue;
             }
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str(&serde_json::to_string(&**series).expect("a string serializes"));
+            let mut out = serde_json::to_string(&**name).expect("a string serializes");
             out.push_str(":{");
             for (k, field) in ["min", "mean", "max"].iter().enumerate() {
                 if k > 0 {
@@ -542,9 +539,65 @@ impl History {
                 out.push(']');
             }
             out.push('}');
+            series.push(out);
         }
-        out.push_str("}}");
-        Some(out)
+        Some(Pieces {
+            head: format!("\"range\":\"{name}\",\"step_ms\":{}", t.step_ms),
+            ts,
+            series,
+        })
+    }
+}
+
+/// A history answer in pieces: its head (`"range":…,"step_ms":…`), its `ts` array, and one
+/// `"name":{"min":[…],"mean":[…],"max":[…]}` member per series.
+pub struct Pieces {
+    pub head: String,
+    pub ts: String,
+    pub series: Vec<String>,
+}
+
+impl Pieces {
+    /// The whole answer, as `GET /api/history` sends it.
+    pub fn whole(&self) -> String {
+        format!(
+            "{{{},\"ts\":{},\"series\":{{{}}}}}",
+            self.head,
+            self.ts,
+            self.series.join(",")
+        )
+    }
+
+    /// The answer as WebSocket `history` frames of about `max` bytes at most (a single series
+    /// longer than that is a frame of its own): `ts` in the first, the series spread over all,
+    /// each with `part` (from 1) and `parts`.
+    pub fn frames(&self, topic: &str, max: usize) -> Vec<String> {
+        let mut groups: Vec<Vec<&str>> = vec![Vec::new()];
+        let mut size = self.ts.len();
+        for s in &self.series {
+            let last = groups.last_mut().expect("one group at least");
+            if !last.is_empty() && size + s.len() > max {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += s.len() + 1;
+            groups.last_mut().expect("one group at least").push(s);
+        }
+        let parts = groups.len();
+        let topic = serde_json::to_string(topic).expect("a string serializes");
+        groups
+            .iter()
+            .enumerate()
+            .map(|(k, g)| {
+                let ts = if k == 0 { self.ts.as_str() } else { "null" };
+                format!(
+                    "{{\"type\":\"history\",\"topic\":{topic},{},\"part\":{},\"parts\":{parts},\"ts\":{ts},\"series\":{{{}}}}}",
+                    self.head,
+                    k + 1,
+                    g.join(",")
+                )
+            })
+            .collect()
     }
 }
 
@@ -838,6 +891,34 @@ mod tests {
         let fine = nums(&answer(&h, "10m")["series"]["cpu.total"]["mean"]);
         assert_eq!(fine.iter().flatten().collect::<Vec<_>>(), [&9.0]);
         assert_eq!(h.dropped_behind, u64::from(BEHIND_RESET) - 1);
+    }
+
+    #[test]
+    fn websocket_parts_are_valid_json_and_hold_every_series_once() {
+        let mut h = week();
+        let v: Vec<(String, f32)> = (0..20).map(|i| (format!("temp.s{i}"), 40.0)).collect();
+        for s in 0..700u64 {
+            h.record(1_700_000_000_000 + s * 1000, &v);
+        }
+        let p = h.pieces("10m").unwrap();
+        let frames = p.frames("system", 16 * 1024);
+        assert!(frames.len() > 1, "one frame for {} bytes", p.whole().len());
+        let mut seen = Vec::new();
+        for (k, f) in frames.iter().enumerate() {
+            let v: Value = serde_json::from_str(f).unwrap();
+            assert_eq!(v["type"], "history");
+            assert_eq!(v["range"], "10m");
+            assert_eq!(v["part"], k + 1);
+            assert_eq!(v["parts"], frames.len());
+            assert_eq!(v["ts"].is_array(), k == 0);
+            seen.extend(v["series"].as_object().unwrap().keys().cloned());
+        }
+        seen.sort();
+        assert_eq!(seen.len(), 16, "the first 16 sensors, each once");
+        seen.dedup();
+        assert_eq!(seen.len(), 16);
+        let whole: Value = serde_json::from_str(&p.whole()).unwrap();
+        assert_eq!(whole["series"].as_object().unwrap().len(), 16);
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub enum Command {
     Subscribe(String),
     /// Unsubscribe from a topic.
     Unsubscribe(String),
+    /// The history of a topic over a range (`{"op":"history","topic":"system","range":"24h"}`).
+    History {
+        /// The topic (only `system` keeps a history).
+        topic: String,
+        /// `10m`, `1h`, `6h`, `24h` or `7d`.
+        range: String,
+    },
     /// Any other op (only the test hooks give one a meaning).
     Other(String),
 }
@@ -31,10 +38,15 @@ pub fn parse(text: &str) -> Result<Command, String> {
     struct Raw {
         op: String,
         topic: Option<String>,
+        range: Option<String>,
     }
     let raw: Raw = serde_json::from_str(text).map_err(|e| format!("invalid JSON command: {e}"))?;
     match (raw.op.as_str(), raw.topic) {
-        ("subscribe" | "unsubscribe", None) => Err("missing topic".into()),
+        ("subscribe" | "unsubscribe" | "history", None) => Err("missing topic".into()),
+        ("history", Some(topic)) => match raw.range {
+            Some(range) => Ok(Command::History { topic, range }),
+            None => Err("missing range (10m, 1h, 6h, 24h or 7d)".into()),
+        },
         ("subscribe", Some(t)) => Ok(Command::Subscribe(t)),
         ("unsubscribe", Some(t)) => Ok(Command::Unsubscribe(t)),
         (op, _) => Ok(Command::Other(op.to_string())),

@@ -161,7 +161,7 @@ async fn history(app: &App, req: &Request) -> Response {
     let sampler = app.sampler.clone();
     let answer = smol::unblock(move || sampler.history_answer(&range)).await;
     match answer {
-        Some(a) => Response::json(200, a.to_string()),
+        Some(a) => Response::json(200, a.whole()),
         None => Response::error(400, "unknown range: use range=10m, 1h, 6h, 24h or 7d"),
     }
 }

@@ -80,7 +80,7 @@ struct Shared {
     history: Mutex<History>,
     /// Answers built from `history`, by range, with the sample `seq` they were built at: each
     /// is built at most once a sample and shared by every requester.
-    answers: Mutex<Vec<(&'static str, u64, Arc<str>)>>,
+    answers: Mutex<Vec<(&'static str, u64, Arc<history::Pieces>)>>,
     /// The newest sample's `seq`.
     newest_seq: std::sync::atomic::AtomicU64,
     /// Flag changes, reboots, starts and stops, OOM kills.
@@ -268,12 +268,13 @@ impl Sampler {
         current()
     }
 
-    /// The history answer for `range` (`10m 1h 6h 24h 7d`), or `None` for an unknown range.
+    /// The history answer for `range` (`10m 1h 6h 24h 7d`) in pieces (whole for HTTP, in
+    /// parts for WebSocket), or `None` for an unknown range.
     /// Built on the caller's thread (call it off the executor) at most once a sample.
-    pub fn history_answer(&self, range: &str) -> Option<Arc<str>> {
+    pub fn history_answer(&self, range: &str) -> Option<Arc<history::Pieces>> {
         let &(name, _, _) = history::RANGES.iter().find(|(n, _, _)| *n == range)?;
         let seq = self.shared.newest_seq.load(Ordering::SeqCst);
-        let cached = |answers: &[(&str, u64, Arc<str>)]| {
+        let cached = |answers: &[(&str, u64, Arc<history::Pieces>)]| {
             answers
                 .iter()
                 .find(|(n, at, _)| *n == name && *at == seq)
@@ -282,7 +283,7 @@ impl Sampler {
         if let Some(a) = cached(&lock(&self.shared.answers)) {
             return Some(a);
         }
-        let built: Arc<str> = lock(&self.shared.history).answer(name)?.into();
+        let built = Arc::new(lock(&self.shared.history).pieces(name)?);
         let mut answers = lock(&self.shared.answers);
         answers.retain(|(n, _, _)| *n != name);
         answers.push((name, seq, built.clone()));

@@ -554,3 +554,61 @@ fn server_topic_reports_the_daemon_itself() {
         assert_eq!(next_json(&mut late).await["topic"], "server");
     });
 }
+
+#[test]
+fn the_history_op_sends_its_range_in_parts_once_per_ten_seconds() {
+    let srv = start(config());
+    first_quiet_sample(&srv);
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        send(
+            &mut ws,
+            r#"{"op":"history","topic":"system","range":"10m"}"#,
+        )
+        .await;
+        let first = next_of_type(&mut ws, "history").await;
+        assert_eq!(first["topic"], "system");
+        assert_eq!(first["range"], "10m");
+        assert_eq!(first["step_ms"], 1000);
+        assert_eq!(first["part"], 1);
+        let parts = first["parts"].as_u64().unwrap();
+        let ts = first["ts"].as_array().unwrap().len();
+        assert!(ts > 0);
+        let mut series = first["series"].as_object().unwrap().clone();
+        for k in 2..=parts {
+            let v = next_of_type(&mut ws, "history").await;
+            assert_eq!(v["part"], k);
+            series.extend(v["series"].as_object().unwrap().clone());
+        }
+        let cpu = series["cpu.total"]["mean"].as_array().unwrap();
+        assert_eq!(cpu.len(), ts);
+        assert!(cpu.last().unwrap().is_number());
+        // Again at once: refused, with a reason; a wrong range or topic too.
+        for (cmd, says) in [
+            (
+                r#"{"op":"history","topic":"system","range":"10m"}"#,
+                "less than 10 s ago",
+            ),
+            (
+                r#"{"op":"history","topic":"system","range":"2d"}"#,
+                "unknown range",
+            ),
+            (
+                r#"{"op":"history","topic":"processes","range":"1h"}"#,
+                "system topic only",
+            ),
+            (r#"{"op":"history","topic":"system"}"#, "missing range"),
+        ] {
+            send(&mut ws, cmd).await;
+            let e = next_of_type(&mut ws, "error").await;
+            assert!(e["error"].as_str().unwrap().contains(says), "{cmd}: {e}");
+        }
+        // Another range is its own allowance.
+        send(&mut ws, r#"{"op":"history","topic":"system","range":"1h"}"#).await;
+        let v = next_of_type(&mut ws, "history").await;
+        assert_eq!(
+            (v["range"].as_str(), v["step_ms"].as_u64()),
+            (Some("1h"), Some(10_000))
+        );
+    });
+}

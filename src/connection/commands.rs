@@ -7,6 +7,9 @@ use std::time::Instant;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
 use super::{BACKFILL_AGAIN_AFTER, Ending, MAX_SUBSCRIPTIONS, Session, Step, Sub, panic_message};
+
+/// A WebSocket `history` part stays about this size (the socket's send buffer).
+pub const HISTORY_PART_BYTES: usize = 64 * 1024;
 use crate::protocol::{self, Command};
 
 /// What a client command asks for.
@@ -15,6 +18,8 @@ pub(super) enum Action {
     Reply(Vec<Utf8Bytes>),
     /// Subscribe to this topic (async: the backfill may wait for its producer's first read).
     Subscribe(String),
+    /// Send this range of the `system` history (async: built on a blocking thread).
+    History(String),
 }
 
 impl Session {
@@ -34,6 +39,29 @@ impl Session {
         match protocol::parse(text) {
             Err(e) => self.invalid(&e, None).map(Action::Reply),
             Ok(Command::Subscribe(topic)) => Ok(Action::Subscribe(topic)),
+            Ok(Command::History { topic, range }) => {
+                if topic != crate::topics::SYSTEM {
+                    let msg = format!(
+                        "history is kept for the {} topic only",
+                        crate::topics::SYSTEM
+                    );
+                    return self.invalid(&msg, Some(&topic)).map(Action::Reply);
+                }
+                if !crate::history::RANGES.iter().any(|(n, _, _)| *n == range) {
+                    let msg = "unknown range: use 10m, 1h, 6h, 24h or 7d";
+                    return self.invalid(msg, Some(&topic)).map(Action::Reply);
+                }
+                // Like a backfill: each range at most once per connection per 10 s, so a loop
+                // of small requests cannot turn into megabytes sent back.
+                if !self.may_backfill(&format!("history {range}"), Instant::now()) {
+                    let msg = format!(
+                        "history {range} was sent less than {} s ago",
+                        BACKFILL_AGAIN_AFTER.as_secs()
+                    );
+                    return self.invalid(&msg, Some(&topic)).map(Action::Reply);
+                }
+                Ok(Action::History(range))
+            }
             Ok(Command::Unsubscribe(topic)) => {
                 self.subs.retain(|s| s.topic != topic);
                 Ok(Action::Reply(vec![protocol::unsubscribed(&topic)]))
@@ -43,7 +71,7 @@ impl Session {
             }
             Ok(Command::Other(op)) => self
                 .invalid(
-                    &format!("unknown op '{op}' (expected subscribe or unsubscribe)"),
+                    &format!("unknown op '{op}' (expected subscribe, unsubscribe or history)"),
                     None,
                 )
                 .map(Action::Reply),
@@ -104,6 +132,21 @@ impl Session {
         let mut out = vec![protocol::subscribed(topic)];
         out.extend(backfill.frames);
         Ok(out)
+    }
+
+    /// Sends the `system` history over `range` as `history` frames, in order, after anything
+    /// queued before (the frames go out from this task, not through the drop-oldest queue; the
+    /// task handles one command at a time, so one range is in flight at most).
+    pub(super) async fn send_history(&mut self, range: &str) -> Step {
+        let sampler = self.app.sampler.clone();
+        let range = range.to_string();
+        let pieces = smol::unblock(move || sampler.history_answer(&range)).await;
+        let frames = match pieces {
+            Some(p) => p.frames(crate::topics::SYSTEM, HISTORY_PART_BYTES),
+            None => Vec::new(),
+        };
+        self.send_all(frames.into_iter().map(Utf8Bytes::from).collect())
+            .await
     }
 
     /// Whether `topic`'s backfill may go out now (not sent in the last `BACKFILL_AGAIN_AFTER`);

@@ -448,6 +448,7 @@ impl Session {
             Message::Text(text) => match self.command_guarded(&text)? {
                 Action::Reply(r) => r,
                 Action::Subscribe(topic) => return self.subscribe_and_reply(&topic).await,
+                Action::History(range) => return self.send_history(&range).await,
             },
             Message::Binary(_) => self.invalid("binary frames are not supported", None)?,
             Message::Pong(_) => {
