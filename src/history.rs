@@ -50,6 +50,20 @@ const FIXED_SERIES: [&str; 10] = [
     "pi.soft_temp_limit",
 ];
 
+/// The series of the budget's host: a 4-core Pi with 2 interfaces, 3 sensors and 2 disks (23).
+pub fn budget_host_series() -> Vec<String> {
+    let mut names = vec![FIXED_SERIES[0].to_string()];
+    names.extend((0..4).map(|c| format!("cpu.core.{c}")));
+    names.extend(FIXED_SERIES[1..].iter().map(|n| n.to_string()));
+    names.extend(["temp.cpu_thermal", "temp.rp1_adc", "temp.nvme"].map(String::from));
+    for i in ["eth0", "wlan0"] {
+        names.push(format!("net.{i}.rx_per_s"));
+        names.push(format!("net.{i}.tx_per_s"));
+    }
+    names.extend(["disk./.used_pct", "disk./boot/firmware.used_pct"].map(String::from));
+    names
+}
+
 /// The ranges an answer can cover: name, span, and the tier it comes from.
 pub const RANGES: [(&str, Duration, usize); 5] = [
     ("10m", Duration::from_secs(600), 0),
@@ -818,33 +832,8 @@ mod tests {
     #[test]
     fn the_week_fits_the_budget() {
         // A 4-core Pi with 2 interfaces, 3 sensors and 2 disks, a full week.
-        let mut names = vec!["cpu.total".to_string()];
-        names.extend((0..4).map(|c| format!("cpu.core.{c}")));
-        names.extend(
-            [
-                "memory.used",
-                "swap.used",
-                "load.one",
-                "load.five",
-                "load.fifteen",
-            ]
-            .map(String::from),
-        );
-        names.extend(
-            [
-                "pi.under_voltage",
-                "pi.throttled",
-                "pi.freq_capped",
-                "pi.soft_temp_limit",
-            ]
-            .map(String::from),
-        );
-        names.extend((0..3).map(|t| format!("temp.sensor{t}")));
-        for i in ["eth0", "wlan0"] {
-            names.push(format!("net.{i}.rx_per_s"));
-            names.push(format!("net.{i}.tx_per_s"));
-        }
-        names.extend(["disk./.used_pct", "disk./boot.used_pct"].map(String::from));
+        let names = budget_host_series();
+        assert_eq!(names.len(), 23);
         let v: Vec<(String, f32)> = names.iter().map(|n| (n.clone(), 1.0)).collect();
         let mut h = week();
         let start = 1_700_000_000u64;

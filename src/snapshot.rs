@@ -270,28 +270,7 @@ impl Snapshot {
 pub fn synthetic_week(host: &str, now_ms: u64) -> Vec<u8> {
     let caps = crate::history::capacities(std::time::Duration::from_secs(300), 7);
     let mut h = History::new(caps);
-    let mut names = vec!["cpu.total".to_string()];
-    names.extend((0..4).map(|c| format!("cpu.core.{c}")));
-    for n in [
-        "memory.used",
-        "swap.used",
-        "load.one",
-        "load.five",
-        "load.fifteen",
-        "pi.under_voltage",
-        "pi.throttled",
-        "pi.freq_capped",
-        "pi.soft_temp_limit",
-        "disk./.used_pct",
-        "disk./boot/firmware.used_pct",
-    ] {
-        names.push(n.to_string());
-    }
-    names.extend(["temp.cpu_thermal", "temp.rp1_adc", "temp.nvme"].map(String::from));
-    for i in ["eth0", "wlan0"] {
-        names.push(format!("net.{i}.rx_per_s"));
-        names.push(format!("net.{i}.tx_per_s"));
-    }
+    let names = crate::history::budget_host_series();
     let week_s = 7 * 86_400u64;
     // Every 10 s: enough for every coarse tier to fill, and the 1 s tier holds its last ten
     // minutes at one value in ten, as with nobody watching.
