@@ -296,6 +296,23 @@ pub fn synthetic_week(host: &str, now_ms: u64) -> Vec<u8> {
     .encode()
 }
 
+/// Whether `bytes` decode as a snapshot written on `host` (for the fuzzer): `Err` says why not.
+pub fn check_snapshot(bytes: &[u8], host: &str) -> Result<(), String> {
+    let caps = crate::history::capacities(std::time::Duration::from_secs(300), 7);
+    Snapshot::decode(bytes, host, caps).map(|_| ())
+}
+
+/// `payload` with a version 1 header and its right checksum, so a fuzzer reaches the decoder
+/// past the checksum.
+pub fn seal_snapshot(payload: &[u8]) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&checksum(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 /// Writes `bytes` to `dir/FILE` atomically: a temp file beside it, fsync, rename.
 pub fn write(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{FILE}.tmp"));
@@ -445,12 +462,7 @@ mod tests {
             p.u8(if k == 0 { 1 } else { 3 });
             p.opt_u64(None);
         }
-        let mut absurd = MAGIC.to_vec();
-        absurd.extend_from_slice(&VERSION.to_le_bytes());
-        absurd.extend_from_slice(&(p.0.len() as u64).to_le_bytes());
-        absurd.extend_from_slice(&checksum(&p.0).to_le_bytes());
-        absurd.extend_from_slice(&p.0);
-        cases.push(("absurd capacity".into(), absurd));
+        cases.push(("absurd capacity".into(), seal_snapshot(&p.0)));
         for (name, bytes) in &cases {
             let why = match Snapshot::decode(bytes, "pi", CAPS()) {
                 Ok(_) => panic!("{name}: accepted"),
