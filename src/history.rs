@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::codec::{Bad, Reader, Writer};
 use crate::collect::SystemData;
-use crate::snapshot::{Bad, Reader, Writer};
 
 /// The tiers' steps in milliseconds, finest first.
 pub const STEPS_MS: [u64; 4] = [1_000, 10_000, 60_000, 300_000];

@@ -33,6 +33,7 @@
 
 pub mod app;
 pub mod auth;
+pub(crate) mod codec;
 pub(crate) mod collect;
 pub mod config;
 pub(crate) mod connection;
