@@ -255,6 +255,7 @@ impl Tier {
         self.last_valued.fill(None);
     }
 
+    #[cfg(test)]
     fn bytes(&self) -> usize {
         let ring = self.capacity * self.width * std::mem::size_of::<f32>();
         self.rings.iter().flatten().count() * ring
@@ -419,7 +420,9 @@ impl History {
         self.index.len()
     }
 
-    /// Bytes held by the rings and their bookkeeping (not counting the allocator's own).
+    /// Bytes held by the rings and their bookkeeping (not counting the allocator's own): what the
+    /// budget test checks.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.tiers.iter().map(Tier::bytes).sum::<usize>()
             + self.names.iter().map(|n| n.len() * 2 + 48).sum::<usize>()

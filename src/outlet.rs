@@ -155,10 +155,7 @@ impl Outlet {
             }
             if !marks_gaps || seq == last_seq + 1 {
                 let (head, head_len) = text_frame_head(text.len());
-                let bufs = [
-                    IoSlice::new(&head[..head_len]),
-                    IoSlice::new(text.as_bytes()),
-                ];
+                let bufs = rest(&head[..head_len], text.as_bytes(), 0);
                 // Never waits: a socket that takes nothing now leaves the frame to the task.
                 // Full, interrupted or broken alike: the task writes it, or learns why not.
                 if let Ok(n @ 1..) = {
@@ -265,14 +262,7 @@ impl Outlet {
         let total = head.len() + payload.len();
         self.poll_io(cx, |st, mut sock| {
             while *done < total {
-                let (h, p) = if *done < head.len() {
-                    (&head[*done..], payload)
-                } else {
-                    (&[][..], &payload[*done - head.len()..])
-                };
-                let n = sock.write_vectored(&[IoSlice::new(h), IoSlice::new(p)]);
-                let n = written(n)?;
-                *done += n;
+                *done += written(sock.write_vectored(&rest(head, payload, *done)))?;
                 st.ours_unfinished = *done < total;
             }
             Ok(())
@@ -329,6 +319,19 @@ fn enqueue(st: &mut State, queue: impl FnOnce() -> Result<bool, ()>) -> Result<(
     Ok(())
 }
 
+/// What is left of a frame (`head`, then `payload`) once `done` bytes of it are out, as the two
+/// slices of one `writev`.
+fn rest<'a>(head: &'a [u8], payload: &'a [u8], done: usize) -> [IoSlice<'a>; 2] {
+    if done < head.len() {
+        [IoSlice::new(&head[done..]), IoSlice::new(payload)]
+    } else {
+        [
+            IoSlice::new(&[]),
+            IoSlice::new(&payload[done - head.len()..]),
+        ]
+    }
+}
+
 /// A write's count, with "wrote nothing" as the error it is.
 fn written(r: io::Result<usize>) -> io::Result<usize> {
     match r? {
@@ -341,12 +344,8 @@ fn written(r: io::Result<usize>) -> io::Result<usize> {
 fn flush_partial(st: &mut State, mut sock: &std::net::TcpStream) -> io::Result<()> {
     while let Some(p) = &mut st.partial {
         let total = p.head_len + p.text.len();
-        let (h, t) = if p.written < p.head_len {
-            (&p.head[p.written..p.head_len], p.text.as_bytes())
-        } else {
-            (&[][..], &p.text.as_bytes()[p.written - p.head_len..])
-        };
-        p.written += written(sock.write_vectored(&[IoSlice::new(h), IoSlice::new(t)]))?;
+        let bufs = rest(&p.head[..p.head_len], p.text.as_bytes(), p.written);
+        p.written += written(sock.write_vectored(&bufs))?;
         if p.written >= total {
             st.partial = None;
         }

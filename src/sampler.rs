@@ -87,6 +87,8 @@ struct Shared {
     events: Mutex<Events>,
     /// The host name snapshots are written for.
     hostname: String,
+    /// This boot's id, read once at start (it does not change while the daemon runs).
+    boot_id: String,
     /// Whether the previous run stopped cleanly (`None`: no snapshot of it).
     previous_clean_stop: Option<bool>,
 }
@@ -175,6 +177,7 @@ impl Sampler {
             newest_seq: std::sync::atomic::AtomicU64::new(first_seq),
             events: Mutex::new(ring),
             hostname,
+            boot_id: boot,
             previous_clean_stop,
         });
         let (wake, woken) = mpsc::channel();
@@ -300,12 +303,6 @@ impl Sampler {
         self.shared.previous_clean_stop
     }
 
-    /// Bytes the history's rings hold, and its series count.
-    pub fn history_size(&self) -> (usize, usize) {
-        let h = lock(&self.shared.history);
-        (h.bytes(), h.series_count())
-    }
-
     /// Whether a producer is listening (the hub exists).
     pub fn has_listener(&self) -> bool {
         self.shared.watched()
@@ -350,13 +347,8 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => {
                 // The daemon stops: the last snapshot, marked clean.
                 lock(&shared.events).push(unix_ms(), "daemon_stop", "once", "stopped");
-                save(shared, keep.runtime.as_deref(), seq, true);
-                save(
-                    shared,
-                    keep.state.as_ref().map(|(d, _)| d.as_path()),
-                    seq,
-                    true,
-                );
+                let state = keep.state.as_ref().map(|(d, _)| d.as_path());
+                save(shared, &[keep.runtime.as_deref(), state], seq, true);
                 return;
             }
         }
@@ -391,13 +383,13 @@ fn run(
         }
         if now.duration_since(saved_runtime) >= SNAPSHOT_EVERY {
             saved_runtime = now;
-            save(shared, keep.runtime.as_deref(), seq, false);
+            save(shared, &[keep.runtime.as_deref()], seq, false);
         }
         if let Some((dir, every)) = &keep.state
             && now.duration_since(saved_state) >= *every
         {
             saved_state = now;
-            save(shared, Some(dir), seq, false);
+            save(shared, &[Some(dir)], seq, false);
         }
         let sample = Arc::new(Sample {
             seq,
@@ -468,15 +460,18 @@ fn restore(keep: &Keep, hostname: &str, capacities: [usize; 4]) -> Option<Snapsh
     best
 }
 
-/// Writes a snapshot into `dir`, if one is given; a failure is a warning (the daemon serves on).
-fn save(shared: &Shared, dir: Option<&std::path::Path>, seq: u64, clean_stop: bool) {
-    let Some(dir) = dir else { return };
+/// Writes one snapshot into each directory given (encoded once); a failure is a warning (the
+/// daemon serves on).
+fn save(shared: &Shared, dirs: &[Option<&std::path::Path>], seq: u64, clean_stop: bool) {
+    if dirs.iter().all(Option::is_none) {
+        return;
+    }
     let bytes = {
         let history = lock(&shared.history);
         let events = lock(&shared.events);
         let snap = SnapshotRef {
             host: &shared.hostname,
-            boot_id: events::boot_id(),
+            boot_id: shared.boot_id.clone(),
             saved_ms: unix_ms(),
             seq,
             clean_stop,
@@ -485,11 +480,13 @@ fn save(shared: &Shared, dir: Option<&std::path::Path>, seq: u64, clean_stop: bo
         };
         snap.encode()
     };
-    if let Err(e) = snapshot::write(dir, &bytes) {
-        log::warn!(
-            "history: cannot write {}: {e}",
-            dir.join(snapshot::FILE).display()
-        );
+    for dir in dirs.iter().flatten() {
+        if let Err(e) = snapshot::write(dir, &bytes) {
+            log::warn!(
+                "history: cannot write {}: {e}",
+                dir.join(snapshot::FILE).display()
+            );
+        }
     }
 }
 

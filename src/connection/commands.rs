@@ -7,10 +7,10 @@ use std::time::Instant;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
 use super::{BACKFILL_AGAIN_AFTER, Ending, MAX_SUBSCRIPTIONS, Session, Step, Sub, panic_message};
+use crate::protocol::{self, Command};
 
 /// A WebSocket `history` part stays about this size (the socket's send buffer).
 pub const HISTORY_PART_BYTES: usize = 64 * 1024;
-use crate::protocol::{self, Command};
 
 /// What a client command asks for.
 pub(super) enum Action {

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use smol::Async;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
@@ -34,9 +33,8 @@ const READ_BUDGET: usize = 64 * 1024;
 /// that found nothing: the task wakes for every frame it forwards and polls the client each
 /// time, and a `recv` that returns `EAGAIN` per forwarded frame was a system call in vain.
 pub(super) struct Watched {
-    /// The socket: read here, written through the outlet.
-    inner: Arc<Async<std::net::TcpStream>>,
-    /// Every write, ours, tungstenite's and the hubs'.
+    /// The socket (`outlet.sock()`, read here) and every write to it: ours, tungstenite's and
+    /// the hubs'.
     outlet: Arc<Outlet>,
     /// Since when writes have been blocked (ours, or tungstenite's own); `None` while they flow.
     blocked_since: Option<Instant>,
@@ -50,10 +48,8 @@ pub(super) struct Watched {
 impl Watched {
     /// Wraps `inner`.
     pub(super) fn new(inner: TcpStream) -> Watched {
-        let inner: Arc<Async<std::net::TcpStream>> = inner.into();
         Watched {
-            outlet: Arc::new(Outlet::new(inner.clone())),
-            inner,
+            outlet: Arc::new(Outlet::new(inner.into())),
             blocked_since: None,
             read_since_yield: 0,
             readable: true,
@@ -121,7 +117,7 @@ impl AsyncRead for Watched {
         }
         loop {
             if !this.readable {
-                match this.inner.poll_readable(cx) {
+                match this.outlet.sock().poll_readable(cx) {
                     Poll::Ready(Ok(())) => this.readable = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
@@ -131,7 +127,7 @@ impl AsyncRead for Watched {
                     }
                 }
             }
-            match this.inner.get_ref().read(buf) {
+            match this.outlet.sock().get_ref().read(buf) {
                 Ok(n) => {
                     this.read_since_yield += n;
                     return Poll::Ready(Ok(n));
@@ -157,10 +153,10 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.inner).poll_flush(cx)
+        Pin::new(&mut &**self.outlet.sock()).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.inner).poll_close(cx)
+        Pin::new(&mut &**self.outlet.sock()).poll_close(cx)
     }
 }
