@@ -695,3 +695,59 @@ fn a_damaged_snapshot_is_a_warning_and_an_empty_history() {
         "{start}"
     );
 }
+
+/// Gives the tree under `dir` to `uid`, as systemd does with a preserved `RuntimeDirectory=` when a
+/// `DynamicUser=yes` unit starts again under a different uid.
+fn chown_tree(dir: &std::path::Path, uid: u32) {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        std::os::unix::fs::chown(&p, Some(uid), Some(uid)).unwrap();
+        if p.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root to run the daemon as two dynamic users: run bash tests/all.sh as root"]
+fn a_restart_under_another_dynamic_user_still_reads_the_snapshot() {
+    use std::os::unix::fs::MetadataExt;
+    // Two uids no account uses, from the range systemd hands to dynamic users (61184-65519).
+    let (first, second) = (61_201, 61_202);
+    let dir = RuntimeDir::new("dynamic-user");
+    // RuntimeDirectory= is created for the unit's user, with the unit's UMask=0077.
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    chown_tree(&dir.0, first);
+    let mut d = Daemon::start_as(first, &[], &dir.env());
+    let seq = within(20, system_seq_at_least(d.addr, 3));
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    let snap = std::fs::metadata(dir.0.join("history.snap")).expect("a snapshot at stop");
+    assert_eq!(snap.uid(), first, "written by the unit's user");
+    assert_eq!(snap.mode() & 0o777, 0o600, "private to it");
+
+    // The next start gets another uid; systemd gives it the preserved directory first.
+    chown_tree(&dir.0, second);
+    let mut d = Daemon::start_as(second, &[], &dir.env());
+    d.wait_line(WAIT, |l| l.contains("history: restored"));
+    assert!(
+        !d.log.iter().any(|l| l.contains("WARN")),
+        "warnings after a restart: {:?}",
+        d.log
+    );
+    let next = within(20, system_seq_at_least(d.addr, 0));
+    assert!(next > seq, "seq {next} after a stop at {seq}");
+    let events = get(d.addr, "/api/events").json();
+    let stops = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "daemon_stop")
+        .count();
+    assert_eq!(stops, 1, "{events}");
+    // And it can write its own snapshot there at the next stop.
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    let snap = std::fs::metadata(dir.0.join("history.snap")).unwrap();
+    assert_eq!(snap.uid(), second);
+}

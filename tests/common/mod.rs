@@ -251,6 +251,25 @@ impl Daemon {
     /// `start` with extra environment variables. Each daemon gets a runtime directory of its own
     /// (`RUNTIME_DIRECTORY`, where its history snapshot goes) unless `env` names one.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(Command::new(env!("CARGO_BIN_EXE_edgemon")), args, env)
+    }
+
+    /// `start_with_env` as a systemd `DynamicUser=yes` unit runs it: as uid and gid `uid` (root
+    /// only), with the unit's `UMask=0077` (set by `sh` before it execs the daemon, same pid).
+    pub fn start_as(uid: u32, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "umask 0077 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_edgemon"),
+        ])
+        .uid(uid)
+        .gid(uid);
+        Daemon::spawn(cmd, args, env)
+    }
+
+    fn spawn(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let runtime = (!env.iter().any(|(k, _)| *k == "RUNTIME_DIRECTORY")).then(|| {
             let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -258,7 +277,7 @@ impl Daemon {
             std::fs::create_dir_all(&d).unwrap();
             d
         });
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgemon"))
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .envs(runtime.iter().map(|d| ("RUNTIME_DIRECTORY", d.as_os_str())))
