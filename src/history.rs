@@ -14,13 +14,17 @@
 //! catches up, unless it stays behind for `BEHIND_RESET` samples in a row (an RTC-less board
 //! that never got NTP, or history from a clock that was wrong): then the tiers start again.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::{Bad, Reader, Writer};
 use crate::collect::SystemData;
 
+/// A point's figures, in the order of `[f32; 3]` points.
+const FIELDS: [&str; 3] = ["min", "mean", "max"];
 /// The tiers' steps in milliseconds, finest first.
 pub const STEPS_MS: [u64; 4] = [1_000, 10_000, 60_000, 300_000];
 /// The shortest span the 1 s tier keeps.
@@ -279,6 +283,36 @@ pub struct History {
     behind: u32,
     /// Samples dropped because the clock was behind, since start.
     pub dropped_behind: u64,
+    /// Bumped whenever the set of series changes or the tiers start again: a cached closed part
+    /// of another generation is stale.
+    generation: u64,
+    /// Per range (as in `RANGES`): the closed part of its answer, built at most once per tier
+    /// step and shared by every answer until the tier's open interval moves on.
+    closed: RefCell<[Option<Arc<Closed>>; RANGES.len()]>,
+}
+
+/// The closed points of one range's answer, rendered: everything but the open interval.
+struct Closed {
+    /// The tier's open slot and the history's generation it was built for.
+    open: u64,
+    generation: u64,
+    /// `[t1,…,tn` (no closing bracket): the closed slots' times.
+    ts: String,
+    /// Closed slots (0 when the tier has none yet).
+    len: usize,
+    /// Every series kept when it was built, by name order.
+    series: Vec<ClosedSeries>,
+}
+
+struct ClosedSeries {
+    index: usize,
+    /// `"name":{`.
+    name: String,
+    /// `"min":[v,…` and the same for mean and max, without the open point and the bracket.
+    fields: [String; 3],
+    /// Whether any closed point has a value (else the series is listed only while its open
+    /// interval has one).
+    valued: bool,
 }
 
 /// How many points each tier keeps for `--history` and `--history-days`.
@@ -323,6 +357,8 @@ impl History {
             refused_logged: Vec::new(),
             behind: 0,
             dropped_behind: 0,
+            generation: 0,
+            closed: RefCell::new(Default::default()),
         }
     }
 
@@ -355,6 +391,7 @@ impl History {
         };
         self.names[i] = Box::from(name);
         self.index.insert(Box::from(name), i);
+        self.generation += 1;
         for t in &mut self.tiers {
             t.grow(self.names.len());
             t.last_valued[i] = None;
@@ -377,6 +414,7 @@ impl History {
             for t in &mut self.tiers {
                 t.clear();
             }
+            self.generation += 1;
         }
         self.behind = 0;
         // A tier that keeps nothing (`--history-days 0`) takes nothing.
@@ -393,6 +431,18 @@ impl History {
             }
         }
         self.free_empty();
+        // A closed part the tiers have moved past is rebuilt on the next request, not kept.
+        let mut closed = self.closed.borrow_mut();
+        for (c, &(_, _, tier)) in closed.iter_mut().zip(RANGES.iter()) {
+            if c.as_ref().is_some_and(|c| !self.fresh(c, tier)) {
+                *c = None;
+            }
+        }
+    }
+
+    /// Whether `c` is still the closed part of a range on `tier`.
+    fn fresh(&self, c: &Closed, tier: usize) -> bool {
+        c.generation == self.generation && self.tiers[tier].open == Some(c.open)
     }
 
     /// Forgets series that no tier holds a value of.
@@ -403,6 +453,7 @@ impl History {
             }
             let name = std::mem::replace(&mut self.names[i], Box::from(""));
             self.index.remove(&name);
+            self.generation += 1;
             if let Some((kind, instance)) = instance_of(&name) {
                 let still = self
                     .index
@@ -516,15 +567,55 @@ impl History {
         self.pieces(range).map(|p| p.whole())
     }
 
-    /// The answer for `range` in pieces, to send whole or in parts.
+    /// The answer for `range` in pieces, to send whole or in parts: the closed points come
+    /// from a part built once per tier step, the open interval from the tier's accumulators.
     pub fn pieces(&self, range: &str) -> Option<Pieces> {
-        let &(name, span, tier) = RANGES.iter().find(|(n, _, _)| *n == range)?;
+        let r = RANGES.iter().position(|(n, _, _)| *n == range)?;
+        let (name, _, tier) = RANGES[r];
         let t = &self.tiers[tier];
-        // The whole span of closed points, and the open one.
-        let n = (span.as_millis() as u64 / t.step_ms + 1).min(t.capacity as u64 + 1);
-        let slots: Vec<u64> = match t.open {
-            Some(open) if t.capacity > 0 => (open.saturating_sub(n - 1)..=open).collect(),
-            _ => Vec::new(),
+        let cached = self.closed.borrow()[r].clone();
+        let closed = match cached {
+            Some(c) if self.fresh(&c, tier) => c,
+            _ => {
+                let c = Arc::new(self.build_closed(r));
+                self.closed.borrow_mut()[r] = Some(c.clone());
+                c
+            }
+        };
+        let open = match t.open {
+            Some(open) if t.capacity > 0 => Some(open),
+            _ => None,
+        };
+        let points = match open {
+            Some(_) => closed
+                .series
+                .iter()
+                .map(|s| t.acc.get(s.index).map_or([f32::NAN; 3], Acc::point))
+                .collect(),
+            None => Vec::new(),
+        };
+        Some(Pieces {
+            head: format!("\"range\":\"{name}\",\"step_ms\":{}", t.step_ms),
+            open_ts: open.map(|o| o * t.step_ms),
+            closed,
+            points,
+        })
+    }
+
+    /// The closed part of range `r`'s answer as the tiers stand.
+    fn build_closed(&self, r: usize) -> Closed {
+        let (_, span, tier) = RANGES[r];
+        let t = &self.tiers[tier];
+        // The whole span of closed points (the open one comes on top).
+        let n = (span.as_millis() as u64 / t.step_ms).min(t.capacity as u64);
+        let open = match t.open {
+            Some(open) if t.capacity > 0 => open,
+            _ => 0,
+        };
+        let slots: Vec<u64> = if t.open.is_some() && t.capacity > 0 {
+            (open.saturating_sub(n)..open).collect()
+        } else {
+            Vec::new()
         };
         let mut ts = String::from("[");
         for (k, s) in slots.iter().enumerate() {
@@ -533,55 +624,103 @@ impl History {
             }
             let _ = write!(ts, "{}", s * t.step_ms);
         }
-        ts.push(']');
-        let mut series = Vec::new();
-        for (name, &i) in &self.index {
-            let points: Vec<[f32; 3]> = slots.iter().map(|&s| t.point(i, s)).collect();
-            if points.iter().all(|p| p[0].is_nan()) {
-                continue;
-            }
-            let mut out = serde_json::to_string(&**name).expect("a string serializes");
-            out.push_str(":{");
-            for (k, field) in ["min", "mean", "max"].iter().enumerate() {
-                if k > 0 {
-                    out.push(',');
-                }
-                let _ = write!(out, "\"{field}\":[");
-                for (j, p) in points.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
+        let series = self
+            .index
+            .iter()
+            .map(|(name, &i)| {
+                let points: Vec<[f32; 3]> = slots.iter().map(|&s| t.point(i, s)).collect();
+                let fields = [0, 1, 2].map(|k| {
+                    let mut out = format!("\"{}\":[", FIELDS[k]);
+                    for (j, p) in points.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        tidy(&mut out, p[k]);
                     }
-                    tidy(&mut out, p[k]);
+                    out
+                });
+                ClosedSeries {
+                    index: i,
+                    name: format!(
+                        "{}:{{",
+                        serde_json::to_string(&**name).expect("a string serializes")
+                    ),
+                    fields,
+                    valued: points.iter().any(|p| !p[0].is_nan()),
                 }
-                out.push(']');
-            }
-            out.push('}');
-            series.push(out);
-        }
-        Some(Pieces {
-            head: format!("\"range\":\"{name}\",\"step_ms\":{}", t.step_ms),
+            })
+            .collect();
+        Closed {
+            open,
+            generation: self.generation,
             ts,
+            len: slots.len(),
             series,
-        })
+        }
     }
 }
 
-/// A history answer in pieces: its head (`"range":…,"step_ms":…`), its `ts` array, and one
-/// `"name":{"min":[…],"mean":[…],"max":[…]}` member per series.
+/// A history answer in pieces: its head (`"range":…,"step_ms":…`), the shared closed part, and
+/// the open interval (its time and each series' point).
 pub struct Pieces {
-    pub head: String,
-    pub ts: String,
-    pub series: Vec<String>,
+    head: String,
+    closed: Arc<Closed>,
+    /// `None`: the tier holds nothing yet (no slots at all).
+    open_ts: Option<u64>,
+    /// Per series of `closed`: its open point.
+    points: Vec<[f32; 3]>,
 }
 
 impl Pieces {
+    /// The `ts` array.
+    fn ts(&self) -> String {
+        let mut ts = self.closed.ts.clone();
+        if let Some(open) = self.open_ts {
+            if self.closed.len > 0 {
+                ts.push(',');
+            }
+            let _ = write!(ts, "{open}");
+        }
+        ts.push(']');
+        ts
+    }
+
+    /// One `"name":{"min":[…],"mean":[…],"max":[…]}` member per series with a value in range.
+    fn series(&self) -> Vec<String> {
+        let c = &self.closed;
+        c.series
+            .iter()
+            .zip(&self.points)
+            .filter(|(s, p)| s.valued || !p[0].is_nan())
+            .map(|(s, p)| {
+                let mut out = String::with_capacity(
+                    s.name.len() + s.fields.iter().map(String::len).sum::<usize>() + 48,
+                );
+                out.push_str(&s.name);
+                for (k, (field, v)) in s.fields.iter().zip(p).enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(field);
+                    if c.len > 0 {
+                        out.push(',');
+                    }
+                    tidy(&mut out, *v);
+                    out.push(']');
+                }
+                out.push('}');
+                out
+            })
+            .collect()
+    }
+
     /// The whole answer, as `GET /api/history` sends it.
     pub fn whole(&self) -> String {
         format!(
             "{{{},\"ts\":{},\"series\":{{{}}}}}",
             self.head,
-            self.ts,
-            self.series.join(",")
+            self.ts(),
+            self.series().join(",")
         )
     }
 
@@ -589,9 +728,11 @@ impl Pieces {
     /// longer than that is a frame of its own): `ts` in the first, the series spread over all,
     /// each with `part` (from 1) and `parts`.
     pub fn frames(&self, topic: &str, max: usize) -> Vec<String> {
+        let ts = self.ts();
+        let series = self.series();
         let mut groups: Vec<Vec<&str>> = vec![Vec::new()];
-        let mut size = self.ts.len();
-        for s in &self.series {
+        let mut size = ts.len();
+        for s in &series {
             let last = groups.last_mut().expect("one group at least");
             if !last.is_empty() && size + s.len() > max {
                 groups.push(Vec::new());
@@ -606,7 +747,7 @@ impl Pieces {
             .iter()
             .enumerate()
             .map(|(k, g)| {
-                let ts = if k == 0 { self.ts.as_str() } else { "null" };
+                let ts = if k == 0 { ts.as_str() } else { "null" };
                 format!(
                     "{{\"type\":\"history\",\"topic\":{topic},{},\"part\":{},\"parts\":{parts},\"ts\":{ts},\"series\":{{{}}}}}",
                     self.head,
@@ -911,6 +1052,50 @@ mod tests {
         assert_eq!(seen.len(), 16);
         let whole: Value = serde_json::from_str(&p.whole()).unwrap();
         assert_eq!(whole["series"].as_object().unwrap().len(), 16);
+    }
+
+    #[test]
+    fn answers_share_one_closed_part_per_tier_step_and_match_a_fresh_build() {
+        let mut h = week();
+        let t0 = 1_700_000_000_000;
+        let fresh = |h: &History, range: &str| {
+            let kept = h.closed.take();
+            let a = h.answer(range);
+            *h.closed.borrow_mut() = kept;
+            a
+        };
+        for s in 0..1300u64 {
+            // A sensor that comes and goes, a series whose closed points run out of the 10 min
+            // window, a gap.
+            let mut v = values(&[("cpu.total", (s % 97) as f32)]);
+            if (200..700).contains(&s) {
+                v.push(("temp.cpu_thermal".into(), 40.0 + (s % 7) as f32));
+            }
+            if !(900..930).contains(&s) {
+                h.record(t0 + s * 1000, &v);
+            }
+            if s % 3 == 0 || s % 10 == 9 {
+                for (range, _, _) in RANGES {
+                    assert_eq!(h.answer(range), fresh(&h, range), "{range} at {s} s");
+                }
+            }
+        }
+        // Within one 10 s step, every 1 h answer shares the same closed part; the next step
+        // builds a new one and the stale one is let go.
+        let step = t0 + 1310 * 1000;
+        h.record(step, &values(&[("cpu.total", 1.0)]));
+        let a = h.pieces("1h").unwrap();
+        h.record(step + 1000, &values(&[("cpu.total", 2.0)]));
+        let b = h.pieces("1h").unwrap();
+        assert!(Arc::ptr_eq(&a.closed, &b.closed));
+        assert_ne!(a.whole(), b.whole(), "the open interval moved on");
+        h.record(step + 10_000, &values(&[("cpu.total", 3.0)]));
+        assert_eq!(
+            Arc::strong_count(&a.closed),
+            2,
+            "only the answers hold the old part"
+        );
+        assert!(!Arc::ptr_eq(&a.closed, &h.pieces("1h").unwrap().closed));
     }
 
     #[test]

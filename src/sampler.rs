@@ -78,9 +78,6 @@ struct Shared {
     host: Box<str>,
     /// Every sample's series in tiers (1 s to 5 min).
     history: Mutex<History>,
-    /// Answers built from `history`, by range, with the sample `seq` they were built at: each
-    /// is built at most once a sample and shared by every requester.
-    answers: Mutex<Vec<(&'static str, u64, Arc<history::Pieces>)>>,
     /// The newest sample's `seq`.
     newest_seq: std::sync::atomic::AtomicU64,
     /// Flag changes, reboots, starts and stops, OOM kills.
@@ -173,7 +170,6 @@ impl Sampler {
             details_ready: event_listener::Event::new(),
             host: host.into_boxed_str(),
             history: Mutex::new(tiers),
-            answers: Mutex::new(Vec::new()),
             newest_seq: std::sync::atomic::AtomicU64::new(first_seq),
             events: Mutex::new(ring),
             hostname,
@@ -272,25 +268,11 @@ impl Sampler {
     }
 
     /// The history answer for `range` (`10m 1h 6h 24h 7d`) in pieces (whole for HTTP, in
-    /// parts for WebSocket), or `None` for an unknown range.
-    /// Built on the caller's thread (call it off the executor) at most once a sample.
-    pub fn history_answer(&self, range: &str) -> Option<Arc<history::Pieces>> {
-        let &(name, _, _) = history::RANGES.iter().find(|(n, _, _)| *n == range)?;
-        let seq = self.shared.newest_seq.load(Ordering::SeqCst);
-        let cached = |answers: &[(&str, u64, Arc<history::Pieces>)]| {
-            answers
-                .iter()
-                .find(|(n, at, _)| *n == name && *at == seq)
-                .map(|(_, _, a)| a.clone())
-        };
-        if let Some(a) = cached(&lock(&self.shared.answers)) {
-            return Some(a);
-        }
-        let built = Arc::new(lock(&self.shared.history).pieces(name)?);
-        let mut answers = lock(&self.shared.answers);
-        answers.retain(|(n, _, _)| *n != name);
-        answers.push((name, seq, built.clone()));
-        Some(built)
+    /// parts for WebSocket), or `None` for an unknown range. The history builds each range's
+    /// closed points at most once per tier step and shares them; call this off the executor all
+    /// the same, for the step that builds them.
+    pub fn history_answer(&self, range: &str) -> Option<history::Pieces> {
+        lock(&self.shared.history).pieces(range)
     }
 
     /// `{"events":[…]}`, oldest first.
