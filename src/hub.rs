@@ -194,6 +194,8 @@ impl Hub {
             st.last = Some(frame.clone());
             st.subscribers.clone()
         };
+        // Encoded once for every subscriber a hub writes to directly.
+        let wire = crate::outlet::wire_frame(frame.0.text.as_str());
         let mut reached = 0;
         // The list is only ever changed by subscribe and unsubscribe, so emptiness (and teardown)
         // has exactly one path. A closed queue is skipped; its Subscription removes it on drop.
@@ -207,7 +209,7 @@ impl Hub {
                 Err(_) => Err(()),
             };
             let delivery = match &s.outlet {
-                Some(outlet) => outlet.deliver(s.id, seq, &frame.0.text, queue),
+                Some(outlet) => outlet.deliver(s.id, seq, &frame.0.text, &wire, queue),
                 None => queue().map_or(Delivery::Gone, |_| Delivery::Queued),
             };
             match delivery {

@@ -109,6 +109,15 @@ pub fn text_frame_head(len: usize) -> ([u8; 10], usize) {
     (h, used)
 }
 
+/// The frame carrying `text` as it goes on the wire: head, then payload, in one buffer.
+pub fn wire_frame(text: &str) -> Vec<u8> {
+    let (head, used) = text_frame_head(text.len());
+    let mut wire = Vec::with_capacity(used + text.len());
+    wire.extend_from_slice(&head[..used]);
+    wire.extend_from_slice(text.as_bytes());
+    wire
+}
+
 impl Outlet {
     /// The outlet of a connection's socket.
     pub fn new(sock: Arc<Async<std::net::TcpStream>>) -> Outlet {
@@ -127,15 +136,17 @@ impl Outlet {
         lock(&self.state)
     }
 
-    /// A hub offers subscription `lane` the frame `seq` (0: a notice outside the numbering):
-    /// written now if nothing is in the way and the socket takes it, else handed to `queue`,
-    /// which puts it in the connection's queue and says whether that added an entry (`Ok(true)`),
-    /// replaced the oldest (`Ok(false)`) or found the queue closed (`Err`).
+    /// A hub offers subscription `lane` the frame `seq` (0: a notice outside the numbering),
+    /// `wire` being its bytes on the wire (`wire_frame`): written now if nothing is in the way
+    /// and the socket takes it, else handed to `queue`, which puts it in the connection's queue
+    /// and says whether that added an entry (`Ok(true)`), replaced the oldest (`Ok(false)`) or
+    /// found the queue closed (`Err`).
     pub fn deliver(
         &self,
         lane: u64,
         seq: u64,
         text: &Utf8Bytes,
+        wire: &[u8],
         queue: impl FnOnce() -> Result<bool, ()>,
     ) -> Delivery {
         let mut st = self.lock();
@@ -154,16 +165,20 @@ impl Outlet {
                 return Delivery::Covered;
             }
             if !marks_gaps || seq == last_seq + 1 {
-                let (head, head_len) = text_frame_head(text.len());
-                let bufs = rest(&head[..head_len], text.as_bytes(), 0);
                 // Never waits: a socket that takes nothing now leaves the frame to the task.
                 // Full, interrupted or broken alike: the task writes it, or learns why not.
+                // One contiguous buffer: `write` on a `TcpStream` is one `send(2)`, cheaper in
+                // the kernel than the `writev(2)` of head and payload (no iovec import, no VFS
+                // layer): about a tenth of a fan-out's CPU.
                 if let Ok(n @ 1..) = {
                     let mut sock = self.sock.get_ref();
-                    sock.write_vectored(&bufs)
+                    sock.write(wire)
                 } {
                     st.lanes[i].last_seq = seq;
-                    if n < head_len + text.len() {
+                    if n < wire.len() {
+                        let head_len = wire.len() - text.len();
+                        let mut head = [0u8; 10];
+                        head[..head_len].copy_from_slice(&wire[..head_len]);
                         st.partial = Some(Partial {
                             head,
                             head_len,
@@ -380,6 +395,8 @@ mod tests {
             .format(&mut theirs)
             .unwrap();
             assert_eq!(ours, theirs, "length {len}");
+            let text = "x".repeat(len);
+            assert_eq!(wire_frame(&text), theirs, "length {len}");
         }
     }
 
@@ -420,6 +437,17 @@ mod tests {
         out
     }
 
+    /// `deliver` with the frame's wire bytes made here, as a hub makes them.
+    fn offer(
+        o: &Outlet,
+        lane: u64,
+        seq: u64,
+        text: &Utf8Bytes,
+        queue: impl FnOnce() -> Result<bool, ()>,
+    ) -> Delivery {
+        o.deliver(lane, seq, text, &wire_frame(text.as_str()), queue)
+    }
+
     fn never_queued() -> Result<bool, ()> {
         panic!("queued a frame that had a clear way")
     }
@@ -430,18 +458,18 @@ mod tests {
         o.add_lane(7, 2, false);
         let f = |s: &str| Utf8Bytes::from(s.to_string());
         // Not live yet: queued, for the task to send after the backfill.
-        assert_eq!(o.deliver(7, 3, &f("three"), || Ok(true)), Delivery::Queued);
+        assert_eq!(offer(&o, 7, 3, &f("three"), || Ok(true)), Delivery::Queued);
         assert_eq!(o.admit(7, 3), Admit::Send { missed: 0 });
         o.handled();
         o.go_live(7);
-        assert_eq!(o.deliver(7, 2, &f("two"), never_queued), Delivery::Covered);
-        assert_eq!(o.deliver(7, 4, &f("four"), never_queued), Delivery::Written);
-        assert_eq!(o.deliver(7, 5, &f("five"), never_queued), Delivery::Written);
+        assert_eq!(offer(&o, 7, 2, &f("two"), never_queued), Delivery::Covered);
+        assert_eq!(offer(&o, 7, 4, &f("four"), never_queued), Delivery::Written);
+        assert_eq!(offer(&o, 7, 5, &f("five"), never_queued), Delivery::Written);
         assert_eq!(read_frames(&mut r, 2), ["four", "five"]);
         // The queue taken again: later frames wait behind it, whatever their lane.
-        assert_eq!(o.deliver(9, 1, &f("other"), || Ok(true)), Delivery::Queued);
-        assert_eq!(o.deliver(7, 6, &f("six"), || Ok(true)), Delivery::Queued);
-        assert_eq!(o.deliver(7, 7, &f("seven"), || Err(())), Delivery::Gone);
+        assert_eq!(offer(&o, 9, 1, &f("other"), || Ok(true)), Delivery::Queued);
+        assert_eq!(offer(&o, 7, 6, &f("six"), || Ok(true)), Delivery::Queued);
+        assert_eq!(offer(&o, 7, 7, &f("seven"), || Err(())), Delivery::Gone);
     }
 
     #[test]
@@ -450,12 +478,12 @@ mod tests {
         o.add_lane(1, 10, true);
         o.go_live(1);
         let t = Utf8Bytes::from_static("line");
-        assert_eq!(o.deliver(1, 12, &t, || Ok(true)), Delivery::Queued);
+        assert_eq!(offer(&o, 1, 12, &t, || Ok(true)), Delivery::Queued);
         assert_eq!(o.admit(1, 12), Admit::Send { missed: 1 });
         o.handled();
-        assert_eq!(o.deliver(1, 13, &t, never_queued), Delivery::Written);
+        assert_eq!(offer(&o, 1, 13, &t, never_queued), Delivery::Written);
         o.shut();
-        assert_eq!(o.deliver(1, 14, &t, || Ok(true)), Delivery::Queued);
+        assert_eq!(offer(&o, 1, 14, &t, || Ok(true)), Delivery::Queued);
         // A notice is never written by the hub, and an ended lane admits nothing.
         o.remove_lane(1);
         assert_eq!(o.admit(1, 15), Admit::Skip);
@@ -473,14 +501,14 @@ mod tests {
         while !o.has_partial() {
             seq += 1;
             assert!(seq < 1000, "the socket never filled");
-            match o.deliver(1, seq, &big, || Ok(true)) {
+            match offer(&o, 1, seq, &big, || Ok(true)) {
                 Delivery::Written => written += 1,
                 other => panic!("frame {seq}: {other:?} with nothing in the way"),
             }
         }
         // The task takes the queued frame; more frames now wait in the queue.
         let t = Utf8Bytes::from_static("after");
-        assert_eq!(o.deliver(1, seq + 1, &t, || Ok(true)), Delivery::Queued);
+        assert_eq!(offer(&o, 1, seq + 1, &t, || Ok(true)), Delivery::Queued);
         let reader = std::thread::spawn(move || read_frames(&mut r, written + 1));
         // The task's next write (here: the next frame) sends the rest of the partial first.
         assert_eq!(o.admit(1, seq), Admit::Skip);
