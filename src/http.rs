@@ -44,6 +44,10 @@ pub struct Request {
     pub cookie: Option<String>,
     /// `Accept` (a browser's page load asks for `text/html`).
     pub accept: Option<String>,
+    /// `Accept-Encoding`, every occurrence joined with commas.
+    pub accept_encoding: Option<String>,
+    /// `If-None-Match`, every occurrence joined with commas.
+    pub if_none_match: Option<String>,
     /// The request announces a body (`Content-Length` above zero or any `Transfer-Encoding`).
     pub has_body: bool,
 }
@@ -154,14 +158,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             req.cookie = Some(once(&req.cookie)?);
         } else if name.eq_ignore_ascii_case("accept") {
             // Several are allowed (RFC 9110 lists); only "does it ask for HTML" matters.
-            let v = value()?;
-            match &mut req.accept {
-                Some(a) => {
-                    a.push(',');
-                    a.push_str(&v);
-                }
-                None => req.accept = Some(v),
-            }
+            join(&mut req.accept, value()?);
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            join(&mut req.accept_encoding, value()?);
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            join(&mut req.if_none_match, value()?);
         } else if name.eq_ignore_ascii_case("content-length") {
             if content_length.is_some() {
                 return Err(HeadError::Malformed("repeated Content-Length"));
@@ -182,6 +183,17 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         return Err(HeadError::Malformed("HTTP/1.1 request without Host"));
     }
     Ok(Some((req, n)))
+}
+
+/// Adds one occurrence of a list header to what came before (RFC 9110, section 5.3).
+fn join(slot: &mut Option<String>, v: String) {
+    match slot {
+        Some(a) => {
+            a.push(',');
+            a.push_str(&v);
+        }
+        None => *slot = Some(v),
+    }
 }
 
 fn malformed(e: httparse::Error) -> &'static str {
@@ -321,15 +333,24 @@ impl Response {
         out
     }
 
-    /// The status line and headers, up to and with the blank line.
+    /// The status line and headers, up to and with the blank line. A `304` has no body and
+    /// says nothing of one: a `Content-Length` there would have to be the full body's (RFC 9110,
+    /// section 8.6).
     fn write_head(&self, keep_alive: bool, out: &mut Vec<u8>) {
+        let content = if self.status == 304 {
+            String::new()
+        } else {
+            format!(
+                "Content-Type: {}\r\nContent-Length: {}\r\n",
+                self.content_type,
+                self.body.len()
+            )
+        };
         let head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n\
+            "HTTP/1.1 {} {}\r\n{content}Cache-Control: {}\r\n\
              X-Content-Type-Options: nosniff\r\nConnection: {}\r\n",
             self.status,
             reason(self.status),
-            self.content_type,
-            self.body.len(),
             self.cache,
             if keep_alive { "keep-alive" } else { "close" },
         );
@@ -363,6 +384,7 @@ pub fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         303 => "See Other",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

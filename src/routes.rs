@@ -39,11 +39,11 @@ pub async fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
         return Routed::Response(refused);
     }
     Routed::Response(match req.path.as_str() {
-        "/" => index(),
-        "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
-        "/app.css" => asset("text/css; charset=utf-8", APP_CSS),
+        "/" => index(req),
+        "/app.js" => asset(req, &APP_JS),
+        "/app.css" => asset(req, &APP_CSS),
         // Browsers ask for /favicon.ico whatever the page says; both get the same small icon.
-        "/favicon.svg" | "/favicon.ico" => asset("image/svg+xml", FAVICON),
+        "/favicon.svg" | "/favicon.ico" => asset(req, &FAVICON),
         "/api/websocket/admission" => admission(app, peer),
         "/healthz" => healthz(),
         "/api/websocket/stats" => stats(app),
@@ -78,25 +78,119 @@ fn host_checked(path: &str) -> bool {
         || path.starts_with("/ws/")
 }
 
+/// One file of the dashboard, embedded in the binary as it is and gzip-compressed (by
+/// `build.rs`, at build time), each representation with its strong `ETag`.
+pub struct Asset {
+    content_type: &'static str,
+    identity: &'static [u8],
+    gzip: &'static [u8],
+    etag: &'static str,
+    gzip_etag: &'static str,
+}
+
+include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+
+/// Embeds `src/dashboard/FILE` and its compressed copy.
+macro_rules! asset {
+    ($file:literal, $content_type:literal, $etag:ident, $gzip_etag:ident) => {
+        Asset {
+            content_type: $content_type,
+            identity: include_bytes!(concat!("dashboard/", $file)),
+            gzip: include_bytes!(concat!(env!("OUT_DIR"), "/", $file, ".gz")),
+            etag: $etag,
+            gzip_etag: $gzip_etag,
+        }
+    };
+}
+
 /// The dashboard, embedded in the binary: no files on disk, no requests to any other host.
-const INDEX: &str = include_str!("dashboard/index.html");
-const APP_JS: &str = include_str!("dashboard/app.js");
-const APP_CSS: &str = include_str!("dashboard/app.css");
-const FAVICON: &str = include_str!("dashboard/favicon.svg");
+const INDEX: Asset = asset!(
+    "index.html",
+    "text/html; charset=utf-8",
+    INDEX_ETAG,
+    INDEX_GZIP_ETAG
+);
+const APP_JS: Asset = asset!(
+    "app.js",
+    "text/javascript; charset=utf-8",
+    APP_JS_ETAG,
+    APP_JS_GZIP_ETAG
+);
+const APP_CSS: Asset = asset!(
+    "app.css",
+    "text/css; charset=utf-8",
+    APP_CSS_ETAG,
+    APP_CSS_GZIP_ETAG
+);
+const FAVICON: Asset = asset!(
+    "favicon.svg",
+    "image/svg+xml",
+    FAVICON_ETAG,
+    FAVICON_GZIP_ETAG
+);
 
 /// SECURITY: the page may load and connect only to its own origin (scripts, styles, fetches and its
 /// WebSocket), runs no inline script, and cannot be framed by another site.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// A static asset; revalidated on every load, so an upgraded daemon never serves a stale page.
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    Response::new(200, content_type, "no-cache", body.as_bytes())
+/// A static asset: gzip-compressed when the client accepts it, `304` when the client's copy
+/// (`If-None-Match`) is current. Revalidated on every load (`no-cache`), so an upgraded daemon
+/// never serves a stale page, and a reload costs a few hundred bytes.
+fn asset(req: &Request, a: &Asset) -> Response {
+    let gzip = accepts_gzip(req.accept_encoding.as_deref().unwrap_or(""));
+    let (body, etag) = if gzip {
+        (a.gzip, a.gzip_etag)
+    } else {
+        (a.identity, a.etag)
+    };
+    let current = req
+        .if_none_match
+        .as_deref()
+        .is_some_and(|tags| none_match_covers(tags, etag));
+    let r = if current {
+        Response::new(304, a.content_type, "no-cache", &b""[..])
+    } else if gzip {
+        Response::new(200, a.content_type, "no-cache", body).with("Content-Encoding", "gzip")
+    } else {
+        Response::new(200, a.content_type, "no-cache", body)
+    };
+    r.with("ETag", etag).with("Vary", "Accept-Encoding")
+}
+
+/// Whether an `Accept-Encoding` value (every occurrence, joined with commas) admits gzip: named
+/// (or `*`) without `q=0` (RFC 9110, section 12.5.3). Names and parameters are case-insensitive.
+fn accepts_gzip(accept_encoding: &str) -> bool {
+    let weight = |coding: &str| {
+        accept_encoding.split(',').find_map(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next()?.trim();
+            if !name.eq_ignore_ascii_case(coding) {
+                return None;
+            }
+            let q = parts
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            Some(q)
+        })
+    };
+    weight("gzip")
+        .or_else(|| weight("*"))
+        .is_some_and(|q| q > 0.0)
+}
+
+/// Whether an `If-None-Match` value (every occurrence, joined with commas) lists `etag` or is
+/// `*`; the comparison is the weak one the field calls for (RFC 9110, section 13.1.2).
+fn none_match_covers(tags: &str, etag: &str) -> bool {
+    tags.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 /// `GET /`: the dashboard page.
-fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX)
+fn index(req: &Request) -> Response {
+    asset(req, &INDEX)
         .with("Content-Security-Policy", CSP)
         .with("Referrer-Policy", "no-referrer")
 }

@@ -320,6 +320,135 @@ fn slowloris_connections_neither_block_a_good_client_nor_outlive_the_head_timeou
     feeder.join().unwrap();
 }
 
+/// `GET path` with extra header lines (each ending in CRLF): the head and the body's bytes.
+fn get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> (HttpResponse, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8(out[..end].to_vec()).unwrap();
+    let r = HttpResponse {
+        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+        head,
+        body: String::new(),
+    };
+    (r, out[end + 4..].to_vec())
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("a gzip body");
+    out
+}
+
+#[test]
+fn the_page_is_gzipped_when_accepted_and_revalidated_by_its_etag() {
+    let srv = start(config());
+    let addr = srv.addr;
+    for (path, file) in [
+        ("/", "index.html"),
+        ("/app.js", "app.js"),
+        ("/app.css", "app.css"),
+        ("/favicon.svg", "favicon.svg"),
+        ("/favicon.ico", "favicon.svg"),
+    ] {
+        let source = std::fs::read(format!("src/dashboard/{file}")).unwrap();
+        // As it is, to a client that names no encoding.
+        let (plain, body) = get_with(addr, path, "");
+        assert_eq!(plain.status, 200, "{path}");
+        assert_eq!(body, source, "{path}");
+        assert_eq!(plain.header("content-encoding"), None, "{path}");
+        assert_eq!(plain.header("vary").as_deref(), Some("Accept-Encoding"));
+        let tag = plain.header("etag").expect("an ETag");
+        assert!(tag.starts_with('"') && tag.ends_with('"'), "strong: {tag}");
+        // Compressed, to a browser.
+        let (zipped, zbody) = get_with(addr, path, "Accept-Encoding: gzip, deflate, br\r\n");
+        assert_eq!(zipped.header("content-encoding").as_deref(), Some("gzip"));
+        assert_eq!(gunzip(&zbody), source, "{path}");
+        if file != "favicon.svg" {
+            assert!(
+                zbody.len() * 2 < source.len(),
+                "{path}: {} of {}",
+                zbody.len(),
+                source.len()
+            );
+        }
+        let ztag = zipped.header("etag").expect("an ETag");
+        assert_ne!(ztag, tag, "{path}: one tag per representation");
+        assert_eq!(zipped.header("vary").as_deref(), Some("Accept-Encoding"));
+        assert_eq!(
+            zipped.header("content-type"),
+            plain.header("content-type"),
+            "{path}"
+        );
+        // Refused or wildcard codings.
+        for (accept, gzip) in [
+            ("gzip;q=0, identity", false),
+            ("GZIP;Q=0.5", true),
+            ("*", true),
+            ("br", false),
+            ("*;q=0", false),
+        ] {
+            let (r, _) = get_with(addr, path, &format!("Accept-Encoding: {accept}\r\n"));
+            assert_eq!(
+                r.header("content-encoding").is_some(),
+                gzip,
+                "{path}, Accept-Encoding: {accept}"
+            );
+        }
+        // Revalidation: the client's copy is current.
+        let gz = "Accept-Encoding: gzip\r\n";
+        for inm in [
+            ztag.clone(),
+            format!("W/{ztag}"),
+            format!("\"x\", {ztag}"),
+            "*".into(),
+        ] {
+            let (r, b) = get_with(addr, path, &format!("{gz}If-None-Match: {inm}\r\n"));
+            assert_eq!(r.status, 304, "{path}, If-None-Match: {inm}");
+            assert!(b.is_empty(), "{path}: a 304 has no body");
+            assert_eq!(r.header("content-length"), None, "{path}");
+            assert_eq!(r.header("etag").as_deref(), Some(ztag.as_str()));
+            assert_eq!(r.header("vary").as_deref(), Some("Accept-Encoding"));
+        }
+        // Another representation's tag, or another tag: the whole body again.
+        for (headers, want) in [
+            (format!("{gz}If-None-Match: {tag}\r\n"), &zbody),
+            (format!("If-None-Match: {ztag}\r\n"), &body),
+            (format!("{gz}If-None-Match: \"0\"\r\n"), &zbody),
+        ] {
+            let (r, b) = get_with(addr, path, &headers);
+            assert_eq!(r.status, 200, "{path}, {headers}");
+            assert_eq!(&b, want, "{path}, {headers}");
+        }
+    }
+    // A 304 on a kept-alive connection: the next answer follows its head directly.
+    let tag = get_with(addr, "/app.css", "").0.header("etag").unwrap();
+    let text = raw(
+        addr,
+        format!(
+            "GET /app.css HTTP/1.1\r\nHost: {addr}\r\nIf-None-Match: {tag}\r\n\r\n\
+             GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let answers = parse_responses(&text);
+    assert_eq!(
+        answers.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [304, 200],
+        "{text}"
+    );
+    assert_eq!(answers[1].body, "ok\n");
+}
+
 #[test]
 fn head_is_answered_wherever_get_is_with_the_same_head_and_no_body() {
     let srv = start(config());
