@@ -67,6 +67,10 @@ impl App {
                 runtime: config.runtime_dir.clone(),
                 state: config.state_dir.clone().map(|d| (d, config.state_interval)),
             },
+            crate::collect::net::Filter::new(
+                config.net_include.clone(),
+                config.net_exclude.clone(),
+            ),
         )?);
         let limits = Arc::new(Limits::new(
             config.max_connections,

@@ -67,6 +67,13 @@ pub struct Flags {
     /// name (a DNS name or reverse proxy's; repeatable)
     #[argh(option)]
     pub allow_host: Vec<String>,
+    /// also report the interfaces matching this glob (* and ?), even virtual ones like lo or
+    /// veth* (repeatable)
+    #[argh(option)]
+    pub net_include: Vec<String>,
+    /// do not report the interfaces matching this glob, besides the virtual ones (repeatable)
+    #[argh(option)]
+    pub net_exclude: Vec<String>,
     /// threads running the daemon's tasks, see the README's Performance (default 1)
     #[argh(option, default = "String::from(\"1\")")]
     pub threads: String,
@@ -121,6 +128,10 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     /// Further names the Host check admits (lowercase).
     pub allow_hosts: Vec<String>,
+    /// `--net-include` globs: interfaces reported even if virtual or excluded.
+    pub net_include: Vec<String>,
+    /// `--net-exclude` globs: interfaces not reported, besides the virtual ones.
+    pub net_exclude: Vec<String>,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
     /// Threads running the executor (`--threads`).
@@ -292,6 +303,13 @@ impl Config {
             .iter()
             .map(|h| host_name("--allow-host", h))
             .collect::<Result<Vec<_>, _>>()?;
+        let globs = |flag: &'static str, list: &[String]| {
+            list.iter()
+                .map(|g| interface_glob(flag, g))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let net_include = globs("--net-include", &f.net_include)?;
+        let net_exclude = globs("--net-exclude", &f.net_exclude)?;
         Ok(Config {
             listen,
             max_connections,
@@ -317,6 +335,8 @@ impl Config {
             },
             allow_origins: f.allow_origin.clone(),
             allow_hosts,
+            net_include,
+            net_exclude,
             log_level,
             threads,
             head_timeout: Duration::from_secs(10),
@@ -368,6 +388,19 @@ fn host_name(flag: &'static str, s: &str) -> Result<String, FlagError> {
         ));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// An interface-name glob: what an interface name may hold (printable, no space or `/`, at most
+/// 64 bytes) plus `*` and `?`.
+fn interface_glob(flag: &'static str, s: &str) -> Result<String, FlagError> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if !ok {
+        return Err(bad(
+            flag,
+            format!("'{s}' is not an interface name or glob like eth0, wlan* or veth?"),
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// `NAME=VALUE` where NAME is a safe topic suffix.
@@ -522,6 +555,16 @@ mod tests {
             (&["--allow-origin", "evil.com"], "--allow-origin"),
             (&["--allow-host", "pi.example:9753"], "--allow-host"),
             (&["--allow-host", "http://pi"], "--allow-host"),
+            (&["--net-include", ""], "--net-include"),
+            (&["--net-include", "eth 0"], "--net-include"),
+            (&["--net-exclude", "../veth*"], "--net-exclude"),
+            (
+                &[
+                    "--net-exclude",
+                    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                ],
+                "--net-exclude",
+            ),
         ];
         for (args, flag) in cases {
             let err = flags(args).unwrap_err();

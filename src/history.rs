@@ -759,12 +759,6 @@ impl Pieces {
     }
 }
 
-/// Interfaces that are not the host's own links (containers, bridges, tunnels, loopback) and
-/// would use up the 16 kept interfaces on a container host: not kept.
-const VIRTUAL_PREFIXES: [&str; 11] = [
-    "ifb", "veth", "docker", "br-", "virbr", "cni", "podman", "flannel", "cali", "vxlan", "dummy",
-];
-
 /// The history series of one sample, named as in `/api/history`; a value the sample does not
 /// have (details not read this second, a sensor gone) is simply absent.
 pub fn series_of(d: &SystemData) -> Vec<(String, f32)> {
@@ -791,10 +785,8 @@ pub fn series_of(d: &SystemData) -> Vec<(String, f32)> {
         v.push(("pi.soft_temp_limit".to_string(), flag(&pi.soft_temp_limit)));
     }
     for n in d.network.iter().flatten() {
+        // Virtual interfaces are not in the sample at all (`collect::net::Filter`).
         let name = n.name.as_str();
-        if name == "lo" || VIRTUAL_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            continue;
-        }
         if let Some(r) = n.rx_per_s {
             v.push((format!("net.{name}.rx_per_s"), r as f32));
         }

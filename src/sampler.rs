@@ -117,11 +117,12 @@ impl Sampler {
         history_days: u32,
         sys_root: PathBuf,
         keep: Keep,
+        net_filter: crate::collect::net::Filter,
     ) -> std::io::Result<Sampler> {
         let capacity = (history.as_secs() as usize).max(1);
         let capacities = history::capacities(history, history_days);
         // Created here so a host without a readable /proc fails at start, not silently later.
-        let mut collector = Collector::new(sys_root)?;
+        let mut collector = Collector::new(sys_root, net_filter)?;
         let described = collector.host();
         let hostname = described.hostname.clone();
         let host = serde_json::to_string(&described).expect("plain strings serialize");
@@ -505,7 +506,14 @@ mod tests {
 
     #[test]
     fn ring_keeps_history_and_feeds_the_listener() {
-        let s = Sampler::start(Duration::from_secs(2), 7, "/sys".into(), Keep::default()).unwrap();
+        let s = Sampler::start(
+            Duration::from_secs(2),
+            7,
+            "/sys".into(),
+            Keep::default(),
+            Default::default(),
+        )
+        .unwrap();
         let rx = s.listen();
         assert!(s.has_listener());
         let a = smol::block_on(rx.recv()).unwrap();

@@ -97,6 +97,9 @@ fn help_lists_every_contract_flag_and_exits_0() {
         "--journal",
         "--token-file",
         "--allow-origin",
+        "--allow-host",
+        "--net-include",
+        "--net-exclude",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");

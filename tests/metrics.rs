@@ -38,7 +38,10 @@ fn promtool(text: &str) -> (bool, String) {
 /// Two scrapes of a fresh daemon: one before the first sample (daemon counters only), and one
 /// after traffic on two topics, when every host and daemon family has series.
 fn early_and_busy_scrapes() -> (String, String) {
-    let srv = start(config());
+    // `lo` is on every host, hidden unless included.
+    let mut c = config();
+    c.net_include = vec!["lo".into()];
+    let srv = start(c);
     let early = get(srv.addr, "/metrics");
     assert_eq!(early.status, 200);
     assert!(
@@ -121,7 +124,10 @@ fn frames_sent_counts_survive_the_hub() {
 
 #[test]
 fn an_occasional_reader_gets_complete_data_not_nulls() {
-    let srv = start(config());
+    // `lo` is on every host, hidden unless included.
+    let mut c = config();
+    c.net_include = vec!["lo".into()];
+    let srv = start(c);
     // Nobody watches: the samples between the 10 s detail readings carry none (the first one
     // does, for the history): wait, briefly, for the second.
     first_quiet_sample(&srv);
@@ -148,4 +154,58 @@ fn an_occasional_reader_gets_complete_data_not_nulls() {
         body.contains("edgemon_network_receive_bytes_total{interface=\"lo\"}"),
         "{body}"
     );
+}
+
+/// Whether `lo` is in `/api/system`'s interfaces, `/metrics` and (once two detailed samples gave it
+/// a rate) the history. The history is waited for, up to 20 s, while `/api/system` reads keep the
+/// details sampled every second.
+fn lo_everywhere(srv: &edgemon::ServerHandle) -> (bool, bool, bool) {
+    let addr = srv.addr;
+    first_quiet_sample(srv);
+    let sys = get(addr, "/api/system").json();
+    let names: Vec<String> = sys["network"]
+        .as_array()
+        .expect("interfaces in a complete sample")
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    let metrics = get(addr, "/metrics")
+        .body
+        .contains("edgemon_network_receive_bytes_total{interface=\"lo\"}");
+    // Some interface with a rate in the history says two detailed samples have been recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let history = loop {
+        let h = get(addr, "/api/history?range=10m").json();
+        let series = h["series"].as_object().unwrap();
+        let rated = series.keys().any(|k| k.starts_with("net."));
+        if rated || names.is_empty() || std::time::Instant::now() > deadline {
+            break series.contains_key("net.lo.rx_per_s");
+        }
+        smol::block_on(smol::Timer::after(Duration::from_millis(200)));
+    };
+    (names.iter().any(|n| n == "lo"), metrics, history)
+}
+
+#[test]
+fn virtual_interfaces_are_hidden_everywhere_unless_included() {
+    let srv = start(config());
+    assert_eq!(lo_everywhere(&srv), (false, false, false), "by default");
+    let mut c = config();
+    c.net_include = vec!["l?".into()];
+    let srv = start(c);
+    assert_eq!(lo_everywhere(&srv), (true, true, true), "--net-include l?");
+    // An exclude adds to the defaults; an include still wins.
+    let mut c = config();
+    c.net_include = vec!["lo".into()];
+    c.net_exclude = vec!["*".into()];
+    let srv = start(c);
+    first_quiet_sample(&srv);
+    let sys = get(srv.addr, "/api/system").json();
+    let names: Vec<&str> = sys["network"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lo"], "{sys}");
 }

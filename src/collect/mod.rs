@@ -128,13 +128,16 @@ pub struct Collector {
     components: Option<sysinfo::Components>,
     /// Counter deltas for network rates.
     rates: net::Rates,
+    /// Which interfaces are reported.
+    net_filter: net::Filter,
     /// Where sysfs is (a fixture tree in tests).
     sys_root: PathBuf,
 }
 
 impl Collector {
-    /// A collector reading sysfs under `sys_root` (normally `/sys`).
-    pub fn new(sys_root: PathBuf) -> std::io::Result<Collector> {
+    /// A collector reading sysfs under `sys_root` (normally `/sys`), reporting the interfaces
+    /// `net_filter` keeps.
+    pub fn new(sys_root: PathBuf, net_filter: net::Filter) -> std::io::Result<Collector> {
         let sys = System::new_with_specifics(
             RefreshKind::nothing()
                 .with_cpu(CpuRefreshKind::nothing().with_usage())
@@ -146,6 +149,7 @@ impl Collector {
             disks: None,
             components: None,
             rates: net::Rates::default(),
+            net_filter,
             sys_root,
         })
     }
@@ -226,7 +230,8 @@ impl Collector {
         data.pi = pi::read(&self.sys_root);
 
         // One read of /proc/net/dev (sysinfo reads nine sysfs files per interface).
-        let totals = net::read_totals(Path::new(net::PROC_NET_DEV));
+        let mut totals = net::read_totals(Path::new(net::PROC_NET_DEV));
+        totals.retain(|(name, _, _)| self.net_filter.keeps(name));
         data.network = Some(self.rates.update(Instant::now(), totals));
 
         let disks = self.disks.get_or_insert_with(|| {
@@ -286,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_plain_sample_has_the_core_fields_and_no_details() {
-        let mut c = Collector::new("/sys".into()).unwrap();
+        let mut c = Collector::new("/sys".into(), included_lo()).unwrap();
         let v = serde_json::to_value(c.sample(Details::None)).unwrap();
         for path in [
             "/cpu/total",
@@ -306,9 +311,14 @@ mod tests {
         }
     }
 
+    /// The default filter, with `lo` (on every host) included.
+    fn included_lo() -> net::Filter {
+        net::Filter::new(vec!["lo".into()], Vec::new())
+    }
+
     #[test]
     fn a_detailed_sample_lists_sensors_interfaces_and_disks() {
-        let mut c = Collector::new("/sys".into()).unwrap();
+        let mut c = Collector::new("/sys".into(), included_lo()).unwrap();
         let v = serde_json::to_value(c.sample(Details::All)).unwrap();
         assert!(v["temperatures"].is_array());
         let nets = v["network"].as_array().unwrap();
@@ -321,7 +331,7 @@ mod tests {
 
     #[test]
     fn host_is_described() {
-        let mut c = Collector::new("/sys".into()).unwrap();
+        let mut c = Collector::new("/sys".into(), included_lo()).unwrap();
         let h = c.host();
         assert!(h.cpu_count > 0);
         assert!(!h.hostname.is_empty() && !h.arch.is_empty());

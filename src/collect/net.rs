@@ -20,6 +20,60 @@ pub struct Interface {
     pub tx_total: u64,
 }
 
+/// Interfaces that are not the host's own links (loopback, containers, bridges, tunnels): not
+/// reported unless `--net-include` names them, so that a Docker host's every `veth*` does not
+/// crowd out its Ethernet and Wi-Fi.
+pub const VIRTUAL: [&str; 12] = [
+    "lo", "ifb*", "veth*", "docker*", "br-*", "virbr*", "cni*", "podman*", "flannel*", "cali*",
+    "vxlan*", "dummy*",
+];
+
+/// Which interfaces a sample reports (and so `/api/system`, the history and `/metrics`): all but
+/// `VIRTUAL` and the `--net-exclude` globs, except those a `--net-include` glob names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Filter {
+    /// A filter with these `--net-include` and `--net-exclude` globs.
+    pub fn new(include: Vec<String>, exclude: Vec<String>) -> Filter {
+        Filter { include, exclude }
+    }
+
+    /// Whether interface `name` is reported.
+    pub fn keeps(&self, name: &str) -> bool {
+        let named = |globs: &[String]| globs.iter().any(|g| glob(g, name));
+        named(&self.include) || !(VIRTUAL.iter().any(|g| glob(g, name)) || named(&self.exclude))
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters (none too) and
+/// `?` for one; everything else is itself. Linear: one backtrack point, the last `*`.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            // The last `*` takes one more character.
+            star = Some((si, sj + 1));
+            i = si + 1;
+            j = sj + 1;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
 /// Turns counter totals into rates; remembers the previous reading.
 #[derive(Debug, Default)]
 pub struct Rates {
@@ -105,6 +159,53 @@ pub fn parse_totals(text: &str) -> Vec<(String, u64, u64)> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn globs_match_whole_names_with_star_and_question_mark() {
+        for (p, n, want) in [
+            ("veth*", "veth1a2b", true),
+            ("veth*", "veth", true),
+            ("veth*", "aveth1", false),
+            ("lo", "lo", true),
+            ("lo", "lo0", false),
+            ("e?h0", "eth0", true),
+            ("e?h0", "eh0", false),
+            ("*", "", true),
+            ("", "", true),
+            ("", "x", false),
+            ("*0", "eth0", true),
+            ("*0", "eth01", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYc0", false),
+            ("wl*", "wlan0", true),
+        ] {
+            assert_eq!(glob(p, n), want, "{p} ~ {n}");
+        }
+        // No blow-up on a hostile pattern.
+        assert!(!glob(&"*a".repeat(30), &"a".repeat(29)));
+    }
+
+    #[test]
+    fn virtual_interfaces_are_hidden_unless_included_and_excludes_add_to_them() {
+        let default = Filter::default();
+        for name in [
+            "lo", "veth9f3", "docker0", "br-1a2b", "virbr0", "cni0", "podman1",
+        ] {
+            assert!(!default.keeps(name), "{name}");
+        }
+        for name in ["eth0", "wlan0", "enp3s0", "eth0.100", "bond0", "tailscale0"] {
+            assert!(default.keeps(name), "{name}");
+        }
+        let f = Filter::new(
+            vec!["lo".into(), "docker*".into()],
+            vec!["tailscale*".into()],
+        );
+        assert!(f.keeps("lo") && f.keeps("docker0") && f.keeps("eth0"));
+        assert!(!f.keeps("tailscale0") && !f.keeps("veth1"));
+        // An include wins over an exclude that names the same interface.
+        let f = Filter::new(vec!["wlan0".into()], vec!["wl*".into()]);
+        assert!(f.keeps("wlan0") && !f.keeps("wlan1"));
+    }
 
     #[test]
     fn proc_net_dev_is_read_by_field_and_malformed_lines_are_skipped() {
