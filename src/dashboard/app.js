@@ -300,11 +300,22 @@ function graph(id, series, colors, max) {
   });
 }
 
+/** What the board is, for the header: OS, kernel, architecture, CPU model and cores, and the
+ * address this page reached it at. Fields the daemon could not read ("unknown") are left out. */
+function hostFacts(h) {
+  const known = (v) => v && v !== 'unknown';
+  const cpu = [known(h.cpu_model) ? h.cpu_model : '', h.cpu_count ? `${h.cpu_count} ${h.cpu_count === 1 ? 'core' : 'cores'}` : '']
+    .filter(Boolean).join(', ');
+  return [h.os, known(h.kernel) ? `kernel ${h.kernel}` : '', h.arch, cpu, location.host]
+    .filter(known).join(' · ');
+}
+
 function render() {
   if (document.visibilityState !== 'visible') return;
   const d = S.sys;
   if (S.host) {
     setText('host', S.host.hostname);
+    setText('sysinfo', hostFacts(S.host));
     const t = `${S.host.hostname} · edgemon`;
     if (document.title !== t) document.title = t;
   }
@@ -320,7 +331,7 @@ function render() {
     setText('cpu-total', fmtPct(d.cpu.total));
     rows('cores', d.cpu.cores.map((v, i) => [`core ${i}`, v / 100, fmtPct(v), level(v, 70, 90)]), true);
     const freq = d.cpu.freq_mhz ? d.cpu.freq_mhz.reduce((s, f) => s + f, 0) / d.cpu.freq_mhz.length : 0;
-    setText('load', (d.load ? `load ${d.load.one.toFixed(2)} · ${d.load.five.toFixed(2)} · ${d.load.fifteen.toFixed(2)}` : '')
+    setText('load', (d.load ? `load ${d.load.one.toFixed(2)} (1 min) · ${d.load.five.toFixed(2)} (5 min) · ${d.load.fifteen.toFixed(2)} (15 min)` : '')
       + (freq ? ` · ${Math.round(freq)} MHz` : ''));
     const memPct = d.memory.total ? 100 * d.memory.used / d.memory.total : 0;
     setText('mem-pct', fmtPct(memPct));

@@ -92,6 +92,12 @@ test('the page loads without errors, shows the hostname, and CPU values move', a
     const page = await openPage(context, d);
     await waitFor('live', async () => (await text(page, '#conn')) === 'live');
     await waitFor('hostname', async () => (await text(page, '#host')) === os.hostname());
+    // The header says what the board is: kernel, cores and the address the page used.
+    const facts = await text(page, '#sysinfo');
+    for (const part of [`kernel ${os.release()}`, `${os.cpus().length} core`, `127.0.0.1:${d.port}`]) {
+      assert.ok(facts.includes(part), `header facts lack ${part}: ${facts}`);
+    }
+    await waitFor('load labelled', async () => /\(1 min\).*\(5 min\).*\(15 min\)/.test(await text(page, '#load')));
     // Burn some CPU (bounded) so the figures have something to show.
     const burner = spawn('timeout', ['6', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
     const first = await text(page, '#cores');
