@@ -197,6 +197,11 @@ impl Tier {
         self.open = Some(slot);
     }
 
+    /// The open interval's slot, if this tier keeps points and has had a sample.
+    fn holding_open(&self) -> Option<u64> {
+        self.open.filter(|_| self.capacity > 0)
+    }
+
     /// The point at `slot` of series `i`: closed from the ring, the open one from its accumulator.
     fn point(&self, i: usize, slot: u64) -> [f32; 3] {
         let Some(open) = self.open else {
@@ -582,10 +587,7 @@ impl History {
                 c
             }
         };
-        let open = match t.open {
-            Some(open) if t.capacity > 0 => Some(open),
-            _ => None,
-        };
+        let open = t.holding_open();
         let points = match open {
             Some(_) => closed
                 .series
@@ -608,15 +610,8 @@ impl History {
         let t = &self.tiers[tier];
         // The whole span of closed points (the open one comes on top).
         let n = (span.as_millis() as u64 / t.step_ms).min(t.capacity as u64);
-        let open = match t.open {
-            Some(open) if t.capacity > 0 => open,
-            _ => 0,
-        };
-        let slots: Vec<u64> = if t.open.is_some() && t.capacity > 0 {
-            (open.saturating_sub(n)..open).collect()
-        } else {
-            Vec::new()
-        };
+        let open = t.holding_open();
+        let slots: Vec<u64> = open.map_or(Vec::new(), |o| (o.saturating_sub(n)..o).collect());
         let mut ts = String::from("[");
         for (k, s) in slots.iter().enumerate() {
             if k > 0 {
@@ -651,7 +646,8 @@ impl History {
             })
             .collect();
         Closed {
-            open,
+            // No open slot: never fresh (`fresh` compares with `Some`), rebuilt on each request.
+            open: open.unwrap_or(0),
             generation: self.generation,
             ts,
             len: slots.len(),
