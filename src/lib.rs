@@ -63,4 +63,4 @@ pub(crate) mod upgrade;
 
 pub use config::{Config, Flags};
 pub use server::{Server, ServerHandle};
-pub use snapshot::{check_snapshot, runtime_dir, seal_snapshot, synthetic_week};
+pub use snapshot::{check_snapshot, runtime_dir, seal_snapshot, synthetic_demo, synthetic_week};

@@ -163,6 +163,36 @@ impl Snapshot {
 /// series, the budget case) ending at `now_ms`, for host `host`: what the benchmark
 /// restores to measure a daemon holding a whole week. The values are a plausible sawtooth.
 pub fn synthetic_week(host: &str, now_ms: u64) -> Vec<u8> {
+    synthetic(host, now_ms, None, &Events::default())
+}
+
+/// The week of `synthetic_week` with what a real one has: the daemon off for two hours ending
+/// six hours ago (a gap), and events in the last day (a reboot, under-voltage on and off, an
+/// OOM kill): what the dashboard's tests draw a range from.
+pub fn synthetic_demo(host: &str, now_ms: u64) -> Vec<u8> {
+    let h = 3_600_000u64;
+    let mut events = Events::default();
+    let ago = |ms: u64| now_ms.saturating_sub(ms);
+    events.push(ago(8 * h), "daemon_stop", "once", "edgemon stopped");
+    events.push(ago(6 * h), "reboot", "once", "the host booted");
+    events.push(ago(6 * h), "daemon_start", "once", "edgemon started");
+    events.push(ago(3 * h), "under_voltage", "on", "under-voltage detected");
+    events.push(
+        ago(3 * h - 120_000),
+        "under_voltage",
+        "off",
+        "under-voltage cleared",
+    );
+    events.push(
+        ago(h),
+        "oom_kill",
+        "once",
+        "the kernel killed a process (out of memory)",
+    );
+    synthetic(host, now_ms, Some((ago(8 * h), ago(6 * h))), &events)
+}
+
+fn synthetic(host: &str, now_ms: u64, gap: Option<(u64, u64)>, events: &Events) -> Vec<u8> {
     let caps = crate::history::capacities(std::time::Duration::from_secs(300), 7);
     let mut h = History::new(caps);
     let names = crate::history::budget_host_series();
@@ -171,6 +201,9 @@ pub fn synthetic_week(host: &str, now_ms: u64) -> Vec<u8> {
     // minutes at one value in ten, as with nobody watching.
     for s in (0..week_s).step_by(10) {
         let ts = now_ms.saturating_sub((week_s - s) * 1000);
+        if gap.is_some_and(|(from, to)| (from..to).contains(&ts)) {
+            continue;
+        }
         let v: Vec<(String, f32)> = names
             .iter()
             .enumerate()
@@ -178,7 +211,6 @@ pub fn synthetic_week(host: &str, now_ms: u64) -> Vec<u8> {
             .collect();
         h.record(ts, &v);
     }
-    let events = Events::default();
     SnapshotRef {
         host,
         boot_id: crate::events::boot_id(),
@@ -186,7 +218,7 @@ pub fn synthetic_week(host: &str, now_ms: u64) -> Vec<u8> {
         seq: week_s,
         clean_stop: true,
         history: &h,
-        events: &events,
+        events,
     }
     .encode()
 }

@@ -2,32 +2,138 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-let POINTS = 300;            // graph width in samples: --history, from the history frame
-const MAX_POINTS = 3600;     // a day of history would cost a phone megabytes: show the last hour
 const LOG_KEEP = 2000;       // lines kept per log source
 const LOG_SHOW = 500;        // lines rendered
-const BACKOFF_MIN = 500, BACKOFF_MAX = 10000;
+const BACKOFF_MIN = 500, BACKOFF_MAX = 8000;
+const STALE_MS = 3500;       // data older than this is dimmed
+const EVENTS_EVERY_MS = 60000;
+
+/** The ranges of DESIGN.md: name, span (ms), label, time-axis tick spacing (ms). */
+const RANGES = [
+  ['10m', 600e3, '10 min', 120e3], ['1h', 3600e3, '1 h', 600e3], ['6h', 21600e3, '6 h', 3600e3],
+  ['24h', 86400e3, '24 h', 4 * 3600e3], ['7d', 7 * 86400e3, '7 d', 86400e3],
+];
+const RANGE = Object.fromEntries(RANGES.map(([name, span, label, tick]) => [name, { name, span, label, tick }]));
 
 // ---- state -----------------------------------------------------------------------------------
 
-/** A fixed-size ring of numbers (NaN = no value), oldest first when read. */
-class Ring {
-  constructor(n) { this.a = new Float64Array(n).fill(NaN); this.i = 0; }
-  push(v) { this.a[this.i] = v; this.i = (this.i + 1) % this.a.length; }
-  at(k) { return this.a[(this.i + k) % this.a.length]; }
-  get length() { return this.a.length; }
+/**
+ * One range's points, oldest first: `ts` (unix ms, the start of each interval) and per series
+ * name `{min, mean, max}` arrays aligned with it, `null` where there is no value. Filled from the
+ * daemon's history answers and from live samples, merged by `ts`, so a reconnect or a daemon
+ * restart adds to what is drawn instead of wiping it.
+ */
+class Store {
+  constructor(range, step) {
+    this.range = range; this.step = step; this.ts = []; this.s = new Map();
+    this.openCount = 0;      // live samples folded into the newest interval
+    this.fresh = false;      // answered by the daemon on the current socket
+  }
+
+  /** Merges a history answer: its values win where it has one, ours stay where it has none. */
+  merge(ts, series) {
+    const old = this.ts, from = [];
+    const out = [];
+    for (let i = 0, j = 0; i < old.length || j < ts.length;) {
+      const a = i < old.length ? old[i] : Infinity, b = j < ts.length ? ts[j] : Infinity;
+      if (a === b) { out.push(a); from.push(i++, j++); } else if (a < b) { out.push(a); from.push(i++, -1); } else { out.push(b); from.push(-1, j++); }
+    }
+    const next = new Map();
+    for (const name of new Set([...this.s.keys(), ...Object.keys(series)])) {
+      const o = this.s.get(name), n = series[name], r = { min: [], mean: [], max: [] };
+      for (let k = 0; k < from.length; k += 2) {
+        const oi = from[k], ni = from[k + 1];
+        for (const f of ['min', 'mean', 'max']) {
+          let v = ni >= 0 && n && n[f] ? n[f][ni] : null;
+          if (v === null || v === undefined) v = oi >= 0 && o ? o[f][oi] : null;
+          r[f].push(v);
+        }
+      }
+      next.set(name, r);
+    }
+    this.ts = out; this.s = next;
+    // The daemon's open interval holds samples we did not see: count them by its age.
+    this.openCount = out.length ? Math.max(1, Math.round((Date.now() - skew - out[out.length - 1]) / 1000)) : 0;
+    this.trim();
+  }
+
+  /** Folds one sample (`[name, value]` pairs, taken at `ts`) into its interval. */
+  add(ts, values) {
+    const slot = Math.floor(ts / this.step) * this.step;
+    const n = this.ts.length;
+    if (n && slot < this.ts[n - 1]) return;   // older than what we have: the answer had it
+    if (!n || slot > this.ts[n - 1]) {
+      this.ts.push(slot);
+      for (const v of this.s.values()) { v.min.push(null); v.mean.push(null); v.max.push(null); }
+      this.openCount = 0;
+    }
+    const i = this.ts.length - 1, c = this.openCount;
+    for (const [name, x] of values) {
+      let v = this.s.get(name);
+      if (!v) {
+        const len = this.ts.length;
+        v = { min: new Array(len).fill(null), mean: new Array(len).fill(null), max: new Array(len).fill(null) };
+        this.s.set(name, v);
+      }
+      if (v.mean[i] === null || c === 0) { v.min[i] = v.mean[i] = v.max[i] = x; continue; }
+      v.min[i] = Math.min(v.min[i], x); v.max[i] = Math.max(v.max[i], x);
+      v.mean[i] += (x - v.mean[i]) / (c + 1);
+    }
+    this.openCount = c + 1;
+    this.trim();
+  }
+
+  /** Forgets points older than the range (and one step for the partly shown one). */
+  trim() {
+    const n = this.ts.length;
+    if (!n) return;
+    const cut = this.ts[n - 1] - RANGE[this.range].span - this.step;
+    let k = 0;
+    while (k < n && this.ts[k] < cut) k++;
+    if (!k) return;
+    this.ts.splice(0, k);
+    for (const v of this.s.values()) { v.min.splice(0, k); v.mean.splice(0, k); v.max.splice(0, k); }
+  }
 }
+
+/** The history series of one sample, named as the daemon names them (`history::series_of`). */
+function seriesOf(d) {
+  const v = [['cpu.total', d.cpu.total]];
+  d.cpu.cores.forEach((c, i) => v.push([`cpu.core.${i}`, c]));
+  v.push(['memory.used', d.memory.used], ['swap.used', d.swap.used]);
+  if (d.load) v.push(['load.one', d.load.one], ['load.five', d.load.five], ['load.fifteen', d.load.fifteen]);
+  for (const t of d.temperatures || []) v.push([`temp.${t.label}`, t.celsius]);
+  for (const n of d.network || []) {
+    if (n.rx_per_s !== null) v.push([`net.${n.name}.rx_per_s`, n.rx_per_s]);
+    if (n.tx_per_s !== null) v.push([`net.${n.name}.tx_per_s`, n.tx_per_s]);
+  }
+  for (const x of d.disks || []) if (x.total) v.push([`disk.${x.mount}.used_pct`, 100 * (x.total - x.available) / x.total]);
+  return v;
+}
+
+let savedRange = '10m';
+try { savedRange = localStorage.getItem('edgemon.range') || '10m'; } catch (_) { /* storage off */ }
 
 const S = {
   host: null,
   sys: null, sysAt: 0, sysTs: 0, lastSeq: 0,
-  cpu: new Ring(POINTS), mem: new Ring(POINTS), swap: new Ring(POINTS),
-  temp: new Ring(POINTS), rx: new Ring(POINTS), tx: new Ring(POINTS), disk: new Ring(POINTS),
+  range: RANGE[savedRange] ? savedRange : '10m',
+  stores: new Map(),         // range -> Store
+  pending: null,             // a history answer arriving in parts: {range, step, ts, series, parts, got}
+  events: [], eventsAt: 0,
+  hover: null,               // {ts} while a pointer is over a graph
   procs: [], sort: 'cpu',
   logs: new Map(),           // topic -> {lines: [{t, cls}], seq}
   logTopic: '', follow: true, filter: '', pendingWhilePaused: 0,
   conn: 'connecting', connText: 'connecting…', notice: '',
 };
+let skew = 0;                // our clock minus the daemon's, from the newest sample
+
+function store(range) {
+  let st = S.stores.get(range);
+  if (!st) { st = new Store(range, range === '10m' ? 1000 : 0); S.stores.set(range, st); }
+  return st;
+}
 
 // ---- connection --------------------------------------------------------------------------------
 
@@ -60,6 +166,15 @@ function syncSubscriptions() {
   for (const t of want) if (!subscribed.has(t)) { send({ op: 'subscribe', topic: t }); subscribed.add(t); }
 }
 
+/** Asks for the shown range's history unless this socket already answered it (the daemon
+ * answers each range at most once per 10 s per connection; live samples keep it current). */
+function requestRange() {
+  const st = store(S.range);
+  if (st.fresh || !ws || ws.readyState !== WebSocket.OPEN) return;
+  st.fresh = true;
+  send({ op: 'history', topic: 'system', range: S.range });
+}
+
 /** Closes the current socket (if any) and forgets it, so its late events are ignored. */
 function dropSocket(code) {
   if (!ws) return;
@@ -75,6 +190,8 @@ function connect() {
   const my = ++gen;
   opened = false;
   subscribed.clear();
+  for (const st of S.stores.values()) st.fresh = false;
+  S.pending = null;
   const sock = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
   ws = sock;
   sock.onopen = () => {
@@ -82,6 +199,8 @@ function connect() {
     opened = true;
     setConn('live', 'live', '');
     syncSubscriptions();
+    requestRange();
+    loadEvents();
   };
   sock.onmessage = (e) => {
     if (my !== gen) return;
@@ -113,6 +232,13 @@ function scheduleRetry() {
   retryTimer = setTimeout(connect, delay);
 }
 
+/** "Retry now", the network coming back, or the tab shown again: no reason to wait. */
+function retryNow() {
+  if (ws) return;
+  backoff = BACKOFF_MIN;
+  connect();
+}
+
 async function explainRefusal() {
   try {
     const r = await fetch('/api/websocket/admission', { cache: 'no-store', signal: AbortSignal.timeout(5000) });
@@ -135,26 +261,41 @@ function setConn(kind, text, notice) {
   dirty();
 }
 
-document.addEventListener('visibilitychange', () => { syncSubscriptions(); if (document.visibilityState === 'visible') dirty(); });
+document.addEventListener('visibilitychange', () => {
+  syncSubscriptions();
+  if (document.visibilityState === 'visible') { if (S.conn === 'reconnecting') retryNow(); dirty(); }
+});
+window.addEventListener('online', () => { if (S.conn === 'reconnecting') retryNow(); });
 // Close explicitly on reload or navigation so the daemon frees this tab's slot at once.
 window.addEventListener('pagehide', () => { clearTimeout(retryTimer); gen++; dropSocket(1001); });
 // Back from the back/forward cache: the socket was closed on the way out, so open a new one.
 window.addEventListener('pageshow', (e) => { if (e.persisted) connect(); });
+
+/** The event list for markers: on connect, on a range change, then once a minute. */
+async function loadEvents() {
+  S.eventsAt = Date.now();
+  try {
+    const r = await fetch('/api/events', { cache: 'no-store', signal: AbortSignal.timeout(5000) });
+    if (!r.ok) return;
+    S.events = ((await r.json()).events || []).filter((e) => Number.isFinite(e.ts));
+    dirty();
+  } catch (_) { /* the daemon is down; markers stay as they are */ }
+}
 
 // ---- messages ----------------------------------------------------------------------------------
 
 function handle(m) {
   const topic = m.topic || '';
   if (topic === 'system') {
-    if (m.type === 'history') {
+    if (m.type === 'history' && m.range) rangePart(m);
+    else if (m.type === 'history') {
       if (m.host) S.host = m.host;
-      // A history that ends before what we have means the daemon restarted (seq starts at 1).
-      const last = m.data.length ? m.data[m.data.length - 1].seq : 0;
-      if (m.host && last < S.lastSeq) resetSeries();
-      if (m.history_seconds) resizeSeries(Math.max(60, Math.min(MAX_POINTS, m.history_seconds)));
       for (const item of m.data) addSample(item.seq, item.ts, item.data);
     } else if (m.type === 'data') {
       addSample(m.seq, m.ts, m.data);
+    } else if (m.type === 'error') {
+      // A range asked too soon (or unknown): ask again on the next range change or reconnect.
+      for (const st of S.stores.values()) if (st.fresh && !st.ts.length) st.fresh = false;
     }
   } else if (topic === 'processes' && m.type === 'data') {
     S.procs = m.data.processes || [];
@@ -175,35 +316,28 @@ function handle(m) {
   dirty();
 }
 
-function addSample(seq, ts, d) {
-  if (seq <= S.lastSeq) return;           // already have it (history overlaps live data)
-  // A gap in seq (frames dropped, or the tab was asleep) leaves holes in the graphs.
-  if (S.lastSeq && seq > S.lastSeq + 1) for (let k = Math.min(seq - S.lastSeq - 1, POINTS); k > 0; k--) pushNaN();
-  S.lastSeq = seq;
-  S.sys = d; S.sysTs = ts; S.sysAt = Date.now();
-  S.cpu.push(d.cpu.total);
-  S.mem.push(d.memory.total ? 100 * d.memory.used / d.memory.total : NaN);
-  S.swap.push(d.swap.total ? 100 * d.swap.used / d.swap.total : NaN);
-  S.temp.push(d.temperatures && d.temperatures.length ? Math.max(...d.temperatures.map((t) => t.celsius)) : NaN);
-  let rx = NaN, tx = NaN;
-  if (d.network) {
-    const ifs = d.network.filter((i) => i.name !== 'lo' && i.rx_per_s !== null);
-    if (ifs.length) { rx = ifs.reduce((s, i) => s + i.rx_per_s, 0); tx = ifs.reduce((s, i) => s + i.tx_per_s, 0); }
+/** One part of a range answer (`part` of `parts`; `ts` in the first): merged when complete. */
+function rangePart(m) {
+  if (m.part === 1 || !S.pending || S.pending.range !== m.range) {
+    S.pending = { range: m.range, step: m.step_ms, ts: m.ts || [], series: {}, got: 0 };
   }
-  S.rx.push(rx); S.tx.push(tx);
-  const root = d.disks && (d.disks.find((x) => x.mount === '/') || d.disks[0]);
-  S.disk.push(root && root.total ? 100 * (root.total - root.available) / root.total : NaN);
+  const p = S.pending;
+  Object.assign(p.series, m.series || {});
+  p.got++;
+  if (m.part !== m.parts) return;
+  S.pending = null;
+  const st = store(p.range);
+  st.step = p.step;
+  st.merge(p.ts, p.series);
 }
 
-const SERIES = () => [S.cpu, S.mem, S.swap, S.temp, S.rx, S.tx, S.disk];
-function pushNaN() { for (const r of SERIES()) r.push(NaN); }
-function resetSeries() { S.lastSeq = 0; for (const r of SERIES()) r.a.fill(NaN); }
-/** Gives every graph `n` points (the daemon's --history); the history that follows refills them. */
-function resizeSeries(n) {
-  if (n === POINTS) return;
-  POINTS = n;
-  for (const k of ['cpu', 'mem', 'swap', 'temp', 'rx', 'tx', 'disk']) S[k] = new Ring(n);
-  S.lastSeq = 0;
+function addSample(seq, ts, d) {
+  if (ts <= S.sysTs) return;              // already have it (history overlaps live data)
+  S.lastSeq = seq;
+  S.sys = d; S.sysTs = ts; S.sysAt = Date.now();
+  skew = Date.now() - ts;
+  const values = seriesOf(d);
+  for (const st of S.stores.values()) if (st.step) st.add(ts, values);
 }
 
 /** Appends a log line; numbered lines already shown (a resubscribe's history) are skipped. */
@@ -222,19 +356,13 @@ function addLog(topic, text, cls, seq) {
   if (!S.follow && topic === S.logTopic) S.pendingWhilePaused++;
 }
 
-// ---- rendering (at most once per animation frame) -----------------------------------------------
-
-let framePending = false;
-function dirty() {
-  if (framePending) return;
-  framePending = true;
-  requestAnimationFrame(() => { framePending = false; render(); });
-}
+// ---- formatting ----------------------------------------------------------------------------------
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-const fmtPct = (v) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v.toFixed(1) + ' %');
+const missing = (v) => v === null || v === undefined || Number.isNaN(v);
+const fmtPct = (v) => (missing(v) ? '–' : v.toFixed(1) + ' %');
 function fmtBytes(n) {
-  if (n === null || n === undefined || Number.isNaN(n)) return '–';
+  if (missing(n)) return '–';
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
@@ -244,9 +372,288 @@ function fmtDuration(s) {
   const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
   return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m ${Math.floor(s % 60)}s`;
 }
+const pad = (n) => String(n).padStart(2, '0');
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+function fmtTime(ts, withSeconds) {
+  const t = new Date(ts);
+  return `${pad(t.getHours())}:${pad(t.getMinutes())}` + (withSeconds ? `:${pad(t.getSeconds())}` : '');
+}
+function fmtWhen(ts, range) {
+  const t = new Date(ts);
+  const day = range === '24h' || range === '7d' ? `${DAYS[t.getDay()]} ` : '';
+  return day + fmtTime(ts, range === '10m');
+}
 function level(v, warn, hot) { return v >= hot ? 'hot' : v >= warn ? 'warn' : ''; }
 
+/** Value units of the graphs: how a value and an axis label read. */
+const UNITS = {
+  pct: { fmt: (v) => fmtPct(v), tick: (v) => `${Math.round(v)} %` },
+  degC: { fmt: (v) => (missing(v) ? '–' : v.toFixed(1) + ' °C'), tick: (v) => `${Math.round(v)} °C` },
+  Bps: { fmt: (v) => (missing(v) ? '–' : fmtBytes(v) + '/s'), tick: (v) => fmtRate(v) },
+};
+function fmtRate(v) {
+  const u = ['B/s', 'KiB/s', 'MiB/s', 'GiB/s'];
+  let i = 0;
+  while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${u[i]}`;
+}
+
+/** The smallest 1, 2 or 5 × 10ⁿ at or above `v`. */
+function niceUp(v) {
+  const e = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 5, 10]) if (m * e >= v) return m * e;
+  return 10 * e;
+}
+
+/** An axis for values `lo`–`hi`: fixed for percentages, else a nice top with a sensible least
+ * full scale (10 KiB/s for a network, 20 °C of span for temperatures). */
+function scale(unit, lo, hi) {
+  if (unit === 'pct') return [0, 100];
+  if (unit === 'Bps') {
+    const top = Math.max(hi * 1.1, 10 * 1024);
+    let k = 0;
+    while (top / Math.pow(1024, k) >= 1000 && k < 3) k++;
+    return [0, niceUp(top / Math.pow(1024, k)) * Math.pow(1024, k)];
+  }
+  if (!Number.isFinite(lo)) { lo = 30; hi = 50; }
+  let top = Math.ceil((hi + 2) / 10) * 10, bottom = Math.floor((lo - 2) / 10) * 10;
+  if (top - bottom < 20) bottom = top - 20;
+  return [Math.max(0, bottom), Math.max(top, 20)];
+}
+
+// ---- graphs ----------------------------------------------------------------------------------------
+
+const COLORS = ['--accent', '--accent2', '--warn', '--hot', '--violet'];
+const sorted = (st, prefix, suffix = '') =>
+  [...st.s.keys()].filter((k) => k.startsWith(prefix) && k.endsWith(suffix)).sort();
+/** `f` applied to every figure of a series (a copy). */
+const mapSeries = (v, f) => ({ min: v.min.map((x) => (x === null ? null : f(x))), mean: v.mean.map((x) => (x === null ? null : f(x))), max: v.max.map((x) => (x === null ? null : f(x))) });
+/** The sum of several series, point by point; `null` only where all are missing. */
+function sumSeries(list, len) {
+  const r = { min: new Array(len).fill(null), mean: new Array(len).fill(null), max: new Array(len).fill(null) };
+  for (const v of list) for (const f of ['min', 'mean', 'max']) for (let i = 0; i < len; i++) if (v[f][i] !== null) r[f][i] = (r[f][i] || 0) + v[f][i];
+  return r;
+}
+
+/** The graphs: which series each draws from a store, in which unit. */
+const GRAPHS = [
+  { id: 'cpu', title: 'CPU', unit: 'pct', lines: (st) => (st.s.has('cpu.total') ? [{ label: 'total', ...st.s.get('cpu.total') }] : []) },
+  { id: 'mem', title: 'Memory', unit: 'pct', lines: (st) => {
+    const d = S.sys, out = [];
+    if (!d) return out;
+    if (d.memory.total && st.s.has('memory.used')) out.push({ label: 'RAM', ...mapSeries(st.s.get('memory.used'), (x) => 100 * x / d.memory.total) });
+    if (d.swap.total && st.s.has('swap.used')) out.push({ label: 'swap', ...mapSeries(st.s.get('swap.used'), (x) => 100 * x / d.swap.total) });
+    return out;
+  } },
+  { id: 'temp', title: 'Temperature', unit: 'degC', lines: (st) => sorted(st, 'temp.').slice(0, 5).map((k) => ({ label: k.slice(5), ...st.s.get(k) })) },
+  { id: 'net', title: 'Network', unit: 'Bps', lines: (st) => {
+    const rx = sorted(st, 'net.', '.rx_per_s'), tx = sorted(st, 'net.', '.tx_per_s');
+    if (!rx.length && !tx.length) return [];
+    return [{ label: 'received', ...sumSeries(rx.map((k) => st.s.get(k)), st.ts.length) },
+      { label: 'sent', ...sumSeries(tx.map((k) => st.s.get(k)), st.ts.length) }];
+  } },
+  { id: 'disk', title: 'Disk used', unit: 'pct', lines: (st) => sorted(st, 'disk.', '.used_pct').slice(0, 5).map((k) => ({ label: k.slice(5, -9), ...st.s.get(k) })) },
+];
+
+/** Index of the point of `st` nearest to `ts` within one and a half steps, or -1. */
+function nearest(st, ts) {
+  const a = st.ts;
+  let lo = 0, hi = a.length - 1;
+  if (hi < 0) return -1;
+  while (lo < hi) { const m = (lo + hi) >> 1; if (a[m] < ts) lo = m + 1; else hi = m; }
+  let best = lo;
+  if (lo > 0 && Math.abs(a[lo - 1] - ts) < Math.abs(a[lo] - ts)) best = lo - 1;
+  return Math.abs(a[best] - ts) <= st.step * 1.5 ? best : -1;
+}
+const lastValue = (v) => { for (let i = v.mean.length - 1; i >= 0; i--) if (v.mean[i] !== null) return v.mean[i]; return null; };
+
+/** The time ticks in [from, to]: at local multiples of the range's spacing. */
+function timeTicks(range, from, to) {
+  const step = RANGE[range].tick;
+  const off = -new Date(to).getTimezoneOffset() * 60000;
+  const out = [];
+  for (let t = Math.ceil((from + off) / step) * step - off; t <= to; t += step) out.push(t);
+  return out;
+}
+
+/** A time axis label: the weekday on the week, hours and minutes below it. */
+const tickLabel = (t) => fmtWhen(t, S.range === '7d' ? '7d' : '6h');
+
+const PAD = { l: 52, r: 6, t: 8, b: 18 };   // CSS px around the plot
+
+/** Draws one graph for the shown range and describes it (label, legend, test hooks). */
+function drawGraph(def, st, to) {
+  const c = $('g-' + def.id);
+  const span = RANGE[S.range].span, from = to - span;
+  const lines = def.lines(st);
+  const dpr = window.devicePixelRatio || 1;
+  const cw = c.clientWidth, ch = c.clientHeight;
+  const w = Math.max(1, Math.round(cw * dpr)), h = Math.max(1, Math.round(ch * dpr));
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+  const g = c.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, cw, ch);
+  const pw = cw - PAD.l - PAD.r, ph = ch - PAD.t - PAD.b;
+  // The scale covers what is in view: min to max of every line.
+  let lo = Infinity, hi = -Infinity;
+  for (const l of lines) for (let i = 0; i < st.ts.length; i++) {
+    if (st.ts[i] + st.step < from) continue;
+    if (l.max[i] !== null) hi = Math.max(hi, l.max[i]);
+    if (l.min[i] !== null) lo = Math.min(lo, l.min[i]);
+  }
+  if (hi === -Infinity) { lo = NaN; hi = 0; }
+  const [y0, y1] = scale(def.unit, lo, hi);
+  const X = (t) => PAD.l + (t - from) / span * pw;
+  const Y = (v) => PAD.t + ph - (Math.min(Math.max(v, y0), y1) - y0) / (y1 - y0) * ph;
+  const unit = UNITS[def.unit];
+  const dim = css('--dim'), grid = css('--line');
+  g.font = '11px system-ui, sans-serif';
+  g.lineWidth = 1;
+  // Value axis: bottom, middle and top, with grid lines.
+  const yTicks = [y0, (y0 + y1) / 2, y1];
+  g.fillStyle = dim; g.textAlign = 'right'; g.textBaseline = 'middle';
+  for (const v of yTicks) {
+    const y = Math.round(Y(v)) + 0.5;
+    g.strokeStyle = grid; g.beginPath(); g.moveTo(PAD.l, y); g.lineTo(PAD.l + pw, y); g.stroke();
+    g.fillText(unit.tick(v), PAD.l - 4, y);
+  }
+  // Time axis.
+  const xTicks = timeTicks(S.range, from, to);
+  g.textAlign = 'center'; g.textBaseline = 'top';
+  // Every tick gets a grid line; labels only where they fit (every second one on a phone).
+  const labelW = g.measureText('Wed 00').width + 10;
+  const every = Math.max(1, Math.ceil(labelW / (pw / Math.max(1, span / RANGE[S.range].tick))));
+  xTicks.forEach((t, k) => {
+    const x = Math.round(X(t)) + 0.5;
+    g.strokeStyle = grid; g.beginPath(); g.moveTo(x, PAD.t); g.lineTo(x, PAD.t + ph); g.stroke();
+    const label = tickLabel(t), half = g.measureText(label).width / 2;
+    if (Math.floor(t / RANGE[S.range].tick) % every === 0 && x - half >= PAD.l - 4 && x + half <= cw) g.fillText(label, x, PAD.t + ph + 3);
+  });
+  // Lines: a break wherever a value is missing or points are further apart than a gap.
+  const gap = Math.max(3 * st.step, 30000);
+  g.save();
+  g.beginPath(); g.rect(PAD.l, 0, pw, ch); g.clip();
+  const band = st.step > 1000;
+  let segments = 0;
+  lines.forEach((l, li) => {
+    const color = css(COLORS[li % COLORS.length]);
+    const runs = [];
+    let run = null, prev = -Infinity;
+    for (let i = 0; i < st.ts.length; i++) {
+      const t = st.ts[i];
+      if (t + st.step < from || l.mean[i] === null) { run = null; continue; }
+      if (!run || t - prev > gap) { run = []; runs.push(run); }
+      run.push(i); prev = t;
+    }
+    segments += runs.length;
+    const mid = band ? st.step / 2 : 0;    // an interval's point sits at its middle
+    if (band) {
+      g.fillStyle = color; g.globalAlpha = 0.22;
+      for (const r of runs) {
+        g.beginPath();
+        r.forEach((i, k) => { const x = X(st.ts[i] + mid), y = Y(l.max[i] ?? l.mean[i]); if (k) g.lineTo(x, y); else g.moveTo(x, y); });
+        for (let k = r.length - 1; k >= 0; k--) g.lineTo(X(st.ts[r[k]] + mid), Y(l.min[r[k]] ?? l.mean[r[k]]));
+        g.closePath(); g.fill();
+      }
+      g.globalAlpha = 1;
+    }
+    g.strokeStyle = color; g.lineWidth = 1.5; g.lineJoin = 'round';
+    for (const r of runs) {
+      g.beginPath();
+      if (r.length === 1) { const x = X(st.ts[r[0]] + mid), y = Y(l.mean[r[0]]); g.moveTo(x - 1, y); g.lineTo(x + 1, y); }
+      r.forEach((i, k) => { const x = X(st.ts[i] + mid), y = Y(l.mean[i]); if (k) g.lineTo(x, y); else g.moveTo(x, y); });
+      g.stroke();
+    }
+  });
+  // Event markers: a tick at the top of the plot, coloured by how bad.
+  const marks = S.events.filter((e) => e.ts >= from && e.ts <= to);
+  for (const e of marks) {
+    const x = X(e.ts);
+    g.fillStyle = css(eventColor(e));
+    g.beginPath(); g.moveTo(x - 4, PAD.t - 1); g.lineTo(x + 4, PAD.t - 1); g.lineTo(x, PAD.t + 6); g.closePath(); g.fill();
+  }
+  // Crosshair.
+  let hoverIdx = -1, hoverEvent = null;
+  if (S.hover) {
+    const x = X(S.hover.ts);
+    g.strokeStyle = css('--fg'); g.globalAlpha = 0.6; g.lineWidth = 1;
+    g.beginPath(); g.moveTo(Math.round(x) + 0.5, PAD.t); g.lineTo(Math.round(x) + 0.5, PAD.t + ph); g.stroke();
+    g.globalAlpha = 1;
+    hoverIdx = nearest(st, S.hover.ts - (band ? st.step / 2 : 0));
+    hoverEvent = marks.find((e) => Math.abs(X(e.ts) - x) <= 6) || null;
+  }
+  g.restore();
+  // Legend with the current (or hovered) value of each line; the same words label the canvas.
+  const vals = lines.map((l, li) => {
+    const v = hoverIdx >= 0 ? l.mean[hoverIdx] : lastValue(l);
+    return { label: l.label, color: COLORS[li % COLORS.length], text: unit.fmt(v === null ? NaN : v) };
+  });
+  renderLegend(def.id, vals, S.hover ? fmtWhen(S.hover.ts, S.range) : '', hoverEvent);
+  const now = vals.map((v) => `${v.label} ${v.text}`).join(', ') || 'no data';
+  const label = `${def.title} over the last ${RANGE[S.range].label}: ${now}; scale ${unit.tick(y0)} to ${unit.tick(y1)}`;
+  if (c.getAttribute('aria-label') !== label) c.setAttribute('aria-label', label);
+  c.dataset.yTicks = yTicks.map(unit.tick).join('|');
+  c.dataset.xTicks = xTicks.map(tickLabel).join('|');
+  c.dataset.from = String(from); c.dataset.to = String(to);
+  c.dataset.segments = String(segments);
+  c.dataset.events = String(marks.length);
+  c.dataset.lines = lines.map((l) => l.label).join('|');
+  return lines.length > 0;
+}
+
+function eventColor(e) {
+  if (e.kind === 'under_voltage' || e.kind === 'oom_kill' || (e.kind === 'alert' && /critical/.test(e.text))) return '--hot';
+  if (e.kind === 'daemon_start' || e.kind === 'daemon_stop' || e.kind === 'reboot') return '--dim';
+  return '--warn';
+}
+
+function renderLegend(id, vals, when, event) {
+  const el = $('lg-' + id);
+  const key = JSON.stringify([vals, when, event && event.ts]);
+  if (el.dataset.key === key) return;
+  el.dataset.key = key;
+  const frag = document.createDocumentFragment();
+  if (when) { const t = document.createElement('span'); t.className = 'when'; t.textContent = when; frag.appendChild(t); }
+  for (const v of vals) {
+    const s = document.createElement('span');
+    const sw = document.createElement('i'); sw.style.background = css(v.color); s.appendChild(sw);
+    s.appendChild(document.createTextNode(`${v.label} `));
+    const b = document.createElement('b'); b.textContent = v.text; s.appendChild(b);
+    frag.appendChild(s);
+  }
+  if (event) { const e = document.createElement('span'); e.className = 'event'; e.textContent = `${fmtWhen(event.ts, S.range)} ${event.text}`; frag.appendChild(e); }
+  el.replaceChildren(frag);
+}
+
+/** The crosshair: a pointer over any graph puts the same time on all of them. */
+function hoverAt(canvas, clientX) {
+  const r = canvas.getBoundingClientRect();
+  const from = Number(canvas.dataset.from), to = Number(canvas.dataset.to);
+  if (!from || !to) return;
+  const f = (clientX - r.left - PAD.l) / (r.width - PAD.l - PAD.r);
+  S.hover = f < 0 || f > 1 ? null : { ts: from + f * (to - from) };
+  dirty();
+}
+for (const def of GRAPHS) {
+  const c = $('g-' + def.id);
+  c.addEventListener('pointermove', (e) => hoverAt(c, e.clientX));
+  c.addEventListener('pointerdown', (e) => hoverAt(c, e.clientX));
+  c.addEventListener('pointerleave', (e) => { if (e.pointerType === 'mouse') { S.hover = null; dirty(); } });
+}
+// A tap outside the graphs puts the crosshair away on a touch screen.
+document.addEventListener('pointerdown', (e) => { if (S.hover && !(e.target instanceof HTMLCanvasElement)) { S.hover = null; dirty(); } });
+
+// ---- rendering (at most once per animation frame) -----------------------------------------------
+
+let framePending = false;
+function dirty() {
+  if (framePending) return;
+  framePending = true;
+  requestAnimationFrame(() => { framePending = false; render(); });
+}
+
 function setText(id, text) { const el = $(id); if (el.textContent !== text) el.textContent = text; }
+function show(id, yes) { const el = $(id); if (el.hidden === yes) el.hidden = !yes; }
 
 /** Replaces a container's rows: [label, fraction 0-1 or null, value text, level]. */
 function rows(id, items, withMeter) {
@@ -268,36 +675,6 @@ function rows(id, items, withMeter) {
     frag.appendChild(row);
   }
   el.replaceChildren(frag);
-}
-
-/** Draws series (rings) into a canvas; `max` fixes the scale, else it follows the data. */
-function graph(id, series, colors, max) {
-  const c = $(id);
-  const dpr = window.devicePixelRatio || 1;
-  const w = Math.max(1, Math.round(c.clientWidth * dpr)), h = Math.max(1, Math.round(c.clientHeight * dpr));
-  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
-  const g = c.getContext('2d');
-  g.clearRect(0, 0, w, h);
-  let top = max;
-  if (!top) {
-    top = 1;
-    for (const s of series) for (let k = 0; k < s.length; k++) { const v = s.at(k); if (v > top) top = v; }
-    top *= 1.1;
-  }
-  g.strokeStyle = css('--line'); g.lineWidth = 1;
-  g.beginPath(); g.moveTo(0, h - 0.5); g.lineTo(w, h - 0.5); g.stroke();
-  series.forEach((s, si) => {
-    g.strokeStyle = colors[si]; g.lineWidth = 1.5 * dpr;
-    g.beginPath();
-    let pen = false;
-    for (let k = 0; k < s.length; k++) {
-      const v = s.at(k);
-      if (Number.isNaN(v)) { pen = false; continue; }
-      const x = k / (s.length - 1) * w, y = h - Math.min(v / top, 1) * (h - 2 * dpr) - dpr;
-      if (pen) g.lineTo(x, y); else { g.moveTo(x, y); pen = true; }
-    }
-    g.stroke();
-  });
 }
 
 /** What the board is, for the header: OS, kernel, architecture, CPU model and cores, and the
@@ -322,10 +699,18 @@ function render() {
   const conn = $('conn');
   conn.className = 'conn ' + S.conn;
   setText('conn', S.connText);
+  show('retry', S.conn === 'reconnecting');
   const notice = $('notice');
   notice.hidden = !S.notice;
   setText('notice', S.notice);
-  setText('age', S.sysAt ? `data ${Math.max(0, Math.round((Date.now() - S.sysAt) / 1000))} s old` : '');
+  const age = S.sysAt ? Math.max(0, Math.round((Date.now() - S.sysAt) / 1000)) : 0;
+  setText('age', S.sysAt ? `data ${age} s old` : '');
+  // Not live: what is shown is the past, dimmed and aged.
+  const stale = !!S.sysAt && (S.conn !== 'live' || Date.now() - S.sysAt > STALE_MS);
+  const main = document.querySelector('main');
+  main.classList.toggle('stale', stale);
+  main.style.setProperty('--age', stale ? `"${fmtDuration(age)} old"` : '""');
+  for (const b of document.querySelectorAll('#ranges button')) b.setAttribute('aria-pressed', String(b.dataset.range === S.range));
   if (d) {
     setText('uptime', d.uptime !== null ? 'up ' + fmtDuration(d.uptime) : '');
     setText('cpu-total', fmtPct(d.cpu.total));
@@ -348,13 +733,35 @@ function render() {
       return [`${x.mount} (${x.fs})`, pct / 100, `${fmtBytes(used)} / ${fmtBytes(x.total)}`, level(pct, 85, 95)];
     }), true);
   }
-  graph('g-cpu', [S.cpu], [css('--accent')], 100);
-  graph('g-mem', [S.mem, S.swap], [css('--accent'), css('--warn')], 100);
-  graph('g-temp', [S.temp], [css('--hot')], 0);
-  graph('g-net', [S.rx, S.tx], [css('--accent2'), css('--accent')], 0);
-  graph('g-disk', [S.disk], [css('--accent')], 100);
+  const st = store(S.range);
+  const to = Date.now() - skew;
+  for (const def of GRAPHS) {
+    const any = drawGraph(def, st, to);
+    // A card with nothing to show (no sensors, no interfaces, no disks) is hidden, not empty.
+    if (def.id === 'temp') show('card-temp', any || !!(d && d.pi));
+    if (def.id === 'net') show('card-net', any || !!(d && d.network && d.network.length));
+    if (def.id === 'disk') show('card-disk', any || !!(d && d.disks && d.disks.length));
+  }
+  renderEvents(to);
   renderProcs();
   renderLog();
+}
+
+function renderEvents(to) {
+  const from = to - RANGE[S.range].span;
+  const list = S.events.filter((e) => e.ts >= from && e.ts <= to).slice(-8).reverse();
+  show('card-events', list.length > 0);
+  const key = list.map((e) => e.ts + e.text).join('|') + S.range;
+  const ul = $('events');
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key;
+  ul.replaceChildren(...list.map((e) => {
+    const li = document.createElement('li');
+    const t = document.createElement('time'); t.dateTime = new Date(e.ts).toISOString(); t.textContent = fmtWhen(e.ts, '7d');
+    const dot = document.createElement('i'); dot.style.background = css(eventColor(e));
+    li.append(dot, t, ' ', e.text);
+    return li;
+  }));
 }
 
 function renderTemps(d) {
@@ -390,7 +797,7 @@ function renderTemps(d) {
 }
 
 function renderNet(d) {
-  const ifs = (d.network || []).filter((i) => i.name !== 'lo');
+  const ifs = d.network || [];
   rows('net', ifs.map((i) => [i.name, null,
     i.rx_per_s === null ? '–' : `↓ ${fmtBytes(i.rx_per_s)}/s  ↑ ${fmtBytes(i.tx_per_s)}/s`, '']), false);
 }
@@ -409,7 +816,11 @@ function renderProcs() {
     body.appendChild(tr);
   }
   $('procs').tBodies[0].replaceChildren(body);
-  for (const th of document.querySelectorAll('th.sort')) th.classList.toggle('sorted', th.dataset.sort === S.sort);
+  for (const th of document.querySelectorAll('th.sort')) {
+    const on = th.dataset.sort === S.sort;
+    th.classList.toggle('sorted', on);
+    th.setAttribute('aria-sort', on ? 'descending' : 'none');
+  }
 }
 
 let shownLog = null;         // what the log view shows now, to skip identical redraws
@@ -443,8 +854,19 @@ function renderLog() {
 for (const th of document.querySelectorAll('th.sort')) {
   const pick = () => { S.sort = th.dataset.sort; dirty(); };
   th.addEventListener('click', pick);
-  th.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') pick(); });
+  th.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); pick(); } });
 }
+for (const b of document.querySelectorAll('#ranges button')) {
+  b.addEventListener('click', () => {
+    S.range = b.dataset.range;
+    try { localStorage.setItem('edgemon.range', S.range); } catch (_) { /* storage off */ }
+    S.hover = null;
+    requestRange();
+    if (Date.now() - S.eventsAt > 5000) loadEvents();
+    dirty();
+  });
+}
+$('retry').addEventListener('click', retryNow);
 $('log-source').addEventListener('change', (e) => { S.logTopic = e.target.value; shownLog = null; syncSubscriptions(); dirty(); });
 $('log-follow').addEventListener('click', () => {
   S.follow = !S.follow;
@@ -469,8 +891,11 @@ async function loadSources() {
   } catch (_) { /* the daemon is down; the picker stays as it is */ }
 }
 
-// The age shown in the header moves on even when no frame arrives.
-setInterval(() => { if (S.sysAt) dirty(); }, 1000);
+// The graphs and the age shown in the header move on even when no frame arrives.
+setInterval(() => {
+  if (S.sysAt) dirty();
+  if (ws && document.visibilityState === 'visible' && Date.now() - S.eventsAt > EVENTS_EVERY_MS) loadEvents();
+}, 1000);
 window.addEventListener('resize', dirty);
 loadSources();
 connect();
