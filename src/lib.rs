@@ -63,4 +63,10 @@ pub(crate) mod upgrade;
 
 pub use config::{Config, Flags};
 pub use server::{Server, ServerHandle};
+/// A log `pos` as a client sends it back (`after`), parsed and encoded again; `None` if it is
+/// refused. For the fuzzer: what parses must encode to a `pos` that parses to the same.
+pub fn reencode_log_pos(s: &str) -> Option<String> {
+    logs::Pos::parse(s).ok().map(|p| p.encode())
+}
+
 pub use snapshot::{check_snapshot, runtime_dir, seal_snapshot, synthetic_demo, synthetic_week};

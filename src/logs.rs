@@ -13,13 +13,14 @@ use smol::future::FutureExt;
 use smol::io::{AsyncBufReadExt, BufReader};
 use smol::stream::StreamExt;
 
-use crate::collect::tail::{SKIP_BEHIND, Skip, Tail, cap_line};
+use crate::collect::tail::{At, CHECK_BYTES, SKIP_BEHIND, Skip, Tail, cap_line};
 use crate::hub::Hub;
 use crate::lock::lock;
 use crate::protocol::{
     Backfill, data_frame, error_frame, history_frames, missed_at_source, unix_ms,
 };
 use crate::rate::READ_BATCH;
+use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
 /// Lines a new subscriber receives first.
 pub const BACKLOG: usize = 100;
@@ -29,6 +30,84 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub const JOURNAL_RETRY: Duration = Duration::from_secs(5);
 /// How long a new subscriber waits for the first read of a log before getting what there is.
 pub const READY_WAIT: Duration = Duration::from_secs(2);
+
+/// A `pos` is at most this long (DESIGN.md).
+pub const MAX_POS: usize = 256;
+/// A resume reads at most this much of the source to reach the lines the ring holds.
+pub const RESUME_MAX_BYTES: usize = 1024 * 1024;
+/// ... and at most this many lines.
+pub const RESUME_MAX_LINES: usize = 2000;
+/// A journal resume gives up after this long (journalctl on a slow card).
+pub const RESUME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a log line sits: sent with every line as `pos`, and taken back from a client as
+/// `after` to resume right after that line. Opaque to clients; validated when it comes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pos {
+    /// A followed file: device, inode, the line's offsets and a check of its last bytes.
+    File(At),
+    /// A journal entry's cursor.
+    Journal(String),
+}
+
+impl Pos {
+    /// The `pos` string: `f1:DEV:INO:START:END:LEN:CHECK` (hex) or `j1:CURSOR`.
+    pub fn encode(&self) -> String {
+        match self {
+            Pos::File(a) => format!(
+                "f1:{:x}:{:x}:{:x}:{:x}:{:x}:{:x}",
+                a.id.0, a.id.1, a.start, a.end, a.check_len, a.check
+            ),
+            Pos::Journal(c) => format!("j1:{c}"),
+        }
+    }
+
+    /// Parses a client's `after`; the error says what is wrong with it.
+    pub fn parse(s: &str) -> Result<Pos, String> {
+        if s.len() > MAX_POS {
+            return Err(format!("longer than {MAX_POS} bytes"));
+        }
+        if let Some(rest) = s.strip_prefix("f1:") {
+            let hex = |f: &str| {
+                // from_str_radix alone would take a sign.
+                if f.is_empty() || f.len() > 16 || !f.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err("a file position has 6 hex fields".to_string());
+                }
+                u64::from_str_radix(f, 16).map_err(|e| e.to_string())
+            };
+            let f: Vec<&str> = rest.split(':').collect();
+            let [dev, ino, start, end, len, check] = f.as_slice() else {
+                return Err("a file position has 6 hex fields".into());
+            };
+            let (start, end, len) = (hex(start)?, hex(end)?, hex(len)?);
+            if start > end || len > CHECK_BYTES as u64 || len > end - start {
+                return Err("not a position a line can have".into());
+            }
+            let check = u32::try_from(hex(check)?).map_err(|_| "check out of range".to_string())?;
+            return Ok(Pos::File(At {
+                id: (hex(dev)?, hex(ino)?),
+                start,
+                end,
+                check_len: len as u8,
+                check,
+            }));
+        }
+        if let Some(cursor) = s.strip_prefix("j1:") {
+            // SECURITY: the cursor reaches journalctl only as one argument
+            // (`--after-cursor=...`), never through a shell; this charset (what journald's
+            // cursors use) also keeps it from reading as another option.
+            if cursor.is_empty()
+                || !cursor
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"=;_-".contains(&b))
+            {
+                return Err("a journal cursor has letters, digits and = ; _ - only".into());
+            }
+            return Ok(Pos::Journal(cursor.to_string()));
+        }
+        Err("unknown kind of position".into())
+    }
+}
 
 /// Where a log topic's lines come from.
 #[derive(Clone, Debug)]
@@ -82,8 +161,18 @@ pub struct Ring {
 struct Line {
     seq: u64,
     ts: u64,
-    /// `{"line": ...}`, serialized once.
+    /// Where it sits in its source.
+    pos: Option<Pos>,
+    /// `{"line": ..., "pos": ...}`, serialized once.
     data: Box<str>,
+}
+
+/// `{"line": ..., "pos": ...}` (no `pos` when the source gives none).
+fn line_json(line: &str, pos: Option<&Pos>) -> String {
+    match pos {
+        Some(p) => serde_json::json!({ "line": line, "pos": p.encode() }).to_string(),
+        None => serde_json::json!({ "line": line }).to_string(),
+    }
 }
 
 impl Ring {
@@ -103,6 +192,63 @@ impl Ring {
     /// What a new subscriber receives first: the last lines as history, and the current error.
     /// Waits (bounded) for the producer's first read so the history is not empty by accident.
     pub async fn backfill(&self) -> Backfill {
+        self.wait_ready().await;
+        self.backfill_now()
+    }
+
+    /// What a subscriber that had the line at `after` receives first: the lines after it.
+    /// From the ring when it holds that line; else read again from the source (at most
+    /// `RESUME_MAX_BYTES` or `RESUME_MAX_LINES`, only if `may_read`), up to where the ring
+    /// starts, then the ring. What cannot be resumed is one `missed` frame with its reason,
+    /// then the ring's lines, so nothing is shown twice and no gap is silent.
+    pub async fn resume(&self, after: &Pos, source: &Source, may_read: bool) -> Backfill {
+        self.wait_ready().await;
+        let first = {
+            let lines = lock(&self.lines);
+            if let Some(i) = lines.iter().position(|l| l.pos.as_ref() == Some(after)) {
+                let items: Vec<(u64, u64, &str)> = lines
+                    .iter()
+                    .skip(i + 1)
+                    .map(|l| (l.seq, l.ts, &*l.data))
+                    .collect();
+                let mut b = history_frames(&self.topic, "", &items);
+                // Everything up to the newest line is covered, even with no line after `after`.
+                b.covers_seq = lines.back().map_or(0, |l| l.seq);
+                drop(lines);
+                self.push_error(&mut b.frames);
+                return b;
+            }
+            lines.front().and_then(|l| l.pos.clone())
+        };
+        let gap = if !may_read {
+            Err("unknown")
+        } else {
+            read_gap(source, after, first).await
+        };
+        let mut frames: Vec<Utf8Bytes> = Vec::new();
+        match gap {
+            Ok((gap, complete)) => {
+                let data: Vec<String> = gap.iter().map(|(l, p)| line_json(l, Some(p))).collect();
+                let ts = unix_ms();
+                // Lines from before the hub's numbering: seq 0, like notices.
+                let items: Vec<(u64, u64, &str)> = data.iter().map(|d| (0, ts, &**d)).collect();
+                if !items.is_empty() {
+                    frames.extend(history_frames(&self.topic, "", &items).frames);
+                }
+                if !complete {
+                    frames.push(missed_at_source(&self.topic, "too_far"));
+                }
+            }
+            Err(reason) => frames.push(missed_at_source(&self.topic, reason)),
+        }
+        let mut b = self.backfill_now();
+        frames.append(&mut b.frames);
+        b.frames = frames;
+        b
+    }
+
+    /// Waits (bounded) for the producer's first read.
+    async fn wait_ready(&self) {
         let _ = smol::future::FutureExt::or(
             async {
                 let _ = self.ready.recv().await;
@@ -112,21 +258,29 @@ impl Ring {
             },
         )
         .await;
+    }
+
+    /// The ring as history, and the current error.
+    fn backfill_now(&self) -> Backfill {
         let lines = lock(&self.lines);
         let items: Vec<(u64, u64, &str)> = lines.iter().map(|l| (l.seq, l.ts, &*l.data)).collect();
         let mut b = history_frames(&self.topic, "", &items);
         drop(lines);
-        if let Some(e) = lock(&self.error).as_deref() {
-            b.frames.push(error_frame(e, Some(&self.topic)));
-        }
+        self.push_error(&mut b.frames);
         b
     }
 
+    fn push_error(&self, frames: &mut Vec<Utf8Bytes>) {
+        if let Some(e) = lock(&self.error).as_deref() {
+            frames.push(error_frame(e, Some(&self.topic)));
+        }
+    }
+
     /// Numbers one line and keeps it in the ring; returns it for publishing.
-    fn record(&self, line: &str) -> (u64, u64, String) {
+    fn record(&self, line: &str, pos: Option<Pos>) -> (u64, u64, String) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let ts = unix_ms();
-        let data = serde_json::json!({ "line": line }).to_string();
+        let data = line_json(line, pos.as_ref());
         let mut lines = lock(&self.lines);
         if lines.len() == BACKLOG {
             lines.pop_front();
@@ -134,14 +288,15 @@ impl Ring {
         lines.push_back(Line {
             seq,
             ts,
+            pos,
             data: data.clone().into_boxed_str(),
         });
         (seq, ts, data)
     }
 
     /// Records and publishes one line.
-    fn push(&self, hub: &Hub, line: &str) {
-        let (seq, ts, data) = self.record(line);
+    fn push(&self, hub: &Hub, line: &str, pos: Option<Pos>) {
+        let (seq, ts, data) = self.record(line, pos);
         hub.publish(seq, data_frame(&self.topic, seq, ts, &data));
     }
 
@@ -157,9 +312,10 @@ impl Ring {
     }
 
     /// Records lines read before anyone could see them (the first read): no frames, just the ring.
-    fn preload(&self, new: Vec<String>) {
-        for line in new.iter().rev().take(BACKLOG).rev() {
-            self.record(line);
+    fn preload(&self, new: Vec<(String, Option<Pos>)>) {
+        let skip = new.len().saturating_sub(BACKLOG);
+        for (line, pos) in new.into_iter().skip(skip) {
+            self.record(&line, pos);
         }
     }
 
@@ -224,6 +380,16 @@ pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, h
                 t.poll()
             };
             let skip = t.take_skip();
+            // Each line with where it sits.
+            let r = r.map(|lines| {
+                let at = t.take_positions();
+                debug_assert_eq!(at.len(), lines.len());
+                let pos = at
+                    .into_iter()
+                    .map(|a| Some(Pos::File(a)))
+                    .chain(std::iter::repeat(None));
+                lines.into_iter().zip(pos).collect::<Vec<_>>()
+            });
             (t, r, skip)
         })
         .await;
@@ -242,15 +408,15 @@ pub async fn follow_file(file: FileSource, ring: Arc<Ring>, ready: Sender<()>, h
             Ok(lines) => {
                 ring.set_error(Some(&hub), None);
                 let at = skip.map_or(lines.len(), |s| s.after_lines);
-                let (before, after) = lines.split_at(at);
-                for line in before {
-                    ring.push(&hub, line);
+                let mut lines = lines.into_iter();
+                for (line, pos) in lines.by_ref().take(at) {
+                    ring.push(&hub, &line, pos);
                 }
                 if let Some(s) = skip {
                     ring.skipped(&hub, s);
                 }
-                for line in after {
-                    ring.push(&hub, line);
+                for (line, pos) in lines {
+                    ring.push(&hub, &line, pos);
                 }
             }
             Err(e) => ring.set_error(Some(&hub), Some(describe(t.path(), &e))),
@@ -312,7 +478,7 @@ pub async fn follow_journal(
             let mut lines = Vec::new();
             for l in String::from_utf8_lossy(&out.stdout).lines() {
                 if let Some((msg, cur)) = parse_entry(l) {
-                    lines.push(msg);
+                    lines.push((msg, Some(Pos::Journal(cur.clone()))));
                     cursor = Some(cur);
                 }
             }
@@ -384,6 +550,7 @@ pub async fn follow_journal(
                         let Some((msg, cur)) = parse_entry(&l) else {
                             continue;
                         };
+                        let pos = Some(Pos::Journal(cur.clone()));
                         cursor = Some(cur);
                         let Some(hub) = hub.upgrade() else {
                             return false;
@@ -393,7 +560,7 @@ pub async fn follow_journal(
                             no_entries = None;
                             ring.set_error(Some(&hub), None);
                         }
-                        ring.push(&hub, &msg);
+                        ring.push(&hub, &msg, pos);
                     }
                 };
                 let (hub_alive, err) = smol::future::zip(entries, stderr_tail).await;
@@ -412,6 +579,125 @@ pub async fn follow_journal(
         drop(hub);
         smol::Timer::after(JOURNAL_RETRY).await;
     }
+}
+
+/// Lines read again from a source with their positions, and whether the read reached its end
+/// (false: a bound stopped it); `Err` is the `missed` reason when the source no longer holds
+/// the position.
+type Gap = Result<(Vec<(String, Pos)>, bool), &'static str>;
+
+/// The lines after `after` up to where the ring starts (`upto`, its first line), read from the
+/// source again: `(lines, complete)`, `complete` false when a bound stopped the read first.
+/// `Err` is the `missed` reason when the source no longer holds `after`.
+async fn read_gap(source: &Source, after: &Pos, upto: Option<Pos>) -> Gap {
+    match (source, after) {
+        (Source::File(file), Pos::File(at)) => {
+            let Some(guard) = Busy::take(&file.busy) else {
+                // A read of this file hangs (a dead mount): not another one.
+                return Err("unknown");
+            };
+            let (path, at) = (file.path.clone(), *at);
+            let upto = match upto {
+                Some(Pos::File(u)) if u.id == at.id => Some(u.start),
+                _ => None,
+            };
+            smol::unblock(move || {
+                let _busy = guard;
+                read_file_gap(&path, &at, upto)
+            })
+            .await
+        }
+        (Source::Journal { unit, dir }, Pos::Journal(cursor)) => {
+            let upto = match upto {
+                Some(Pos::Journal(c)) => Some(c),
+                _ => None,
+            };
+            read_journal_gap(unit, dir.as_deref(), cursor, upto.as_deref())
+                .or(async {
+                    smol::Timer::after(RESUME_TIMEOUT).await;
+                    Err("unknown")
+                })
+                .await
+        }
+        // A file's position for a journal or the other way round: another source now.
+        _ => Err("not_resumable"),
+    }
+}
+
+/// `read_gap` for a file (blocking): from right after `at` to offset `upto`.
+fn read_file_gap(path: &Path, at: &At, upto: Option<u64>) -> Gap {
+    let mut t = Tail::new(path);
+    t.open_after(at).map_err(|(reason, _)| reason)?;
+    let (mut out, mut bytes) = (Vec::new(), 0usize);
+    loop {
+        let lines = t.poll().map_err(|_| "unknown")?;
+        let positions = t.take_positions();
+        let skipped = t.take_skip();
+        if lines.is_empty() {
+            return Ok((out, true));
+        }
+        let keep = skipped.map_or(lines.len(), |s| s.after_lines);
+        for (line, p) in lines.into_iter().zip(positions).take(keep) {
+            // The ring's first line, or a line of the successor file: the rest is in the ring.
+            if upto.is_some_and(|u| p.start >= u) || p.id != at.id {
+                return Ok((out, true));
+            }
+            bytes += line.len() + 1;
+            if out.len() >= RESUME_MAX_LINES || bytes > RESUME_MAX_BYTES {
+                return Ok((out, false));
+            }
+            out.push((line, Pos::File(p)));
+        }
+        if skipped.is_some() {
+            return Ok((out, false));
+        }
+    }
+}
+
+/// `read_gap` for a journal: `journalctl --after-cursor=CURSOR` up to the ring's first entry.
+async fn read_journal_gap(unit: &str, dir: Option<&Path>, cursor: &str, upto: Option<&str>) -> Gap {
+    let mut cmd = smol::process::Command::new("journalctl");
+    cmd.args(["-o", "json", "--all", "--no-pager", "-q", "-u", unit]);
+    if let Some(d) = dir {
+        cmd.arg("-D").arg(d);
+    }
+    // One argument: the cursor was checked by `Pos::parse`.
+    cmd.arg(format!("--after-cursor={cursor}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|_| "unknown")?;
+    let out = child.stdout.take().ok_or("unknown")?;
+    let mut lines = BufReader::new(out).lines();
+    let (mut got, mut bytes, mut read) = (Vec::new(), 0usize, 0u32);
+    let complete = loop {
+        read += 1;
+        if read % READ_BATCH == 0 {
+            smol::future::yield_now().await;
+        }
+        let Some(Ok(l)) = lines.next().await else {
+            break true;
+        };
+        let Some((msg, cur)) = parse_entry(&l) else {
+            continue;
+        };
+        if upto == Some(cur.as_str()) {
+            break true;
+        }
+        bytes += msg.len() + 1;
+        if got.len() >= RESUME_MAX_LINES || bytes > RESUME_MAX_BYTES {
+            break false;
+        }
+        got.push((msg, Pos::Journal(cur)));
+    };
+    let _ = child.kill();
+    let status = child.status().await;
+    // A cursor journalctl cannot seek to (another machine's, or a journal vacuumed since).
+    if got.is_empty() && complete && !status.is_ok_and(|s| s.success()) && upto.is_some() {
+        return Err("not_resumable");
+    }
+    Ok((got, complete))
 }
 
 /// Why a unit's journal has no entries at all, when that looks like a mistake: systemd knows no
@@ -491,9 +777,41 @@ mod tests {
     }
 
     #[test]
+    fn positions_encode_and_parse_back() {
+        let at = At {
+            id: (0x803, 1_234_567),
+            start: 10,
+            end: 74,
+            check_len: 64,
+            check: 0xdead_beef,
+        };
+        for p in [
+            Pos::File(at),
+            Pos::Journal("s=0a;i=1f;b=9c;m=2a;t=5f;x=77".into()),
+        ] {
+            let s = p.encode();
+            assert!(s.len() <= MAX_POS, "{s}");
+            assert_eq!(Pos::parse(&s), Ok(p));
+        }
+        assert!(
+            Pos::parse("f1:803:12d687:a:4a:41:deadbeef").is_err(),
+            "check_len > 64"
+        );
+        assert!(
+            Pos::parse("f1:803:12d687:a:4a:40:1deadbeef").is_err(),
+            "check > u32"
+        );
+        assert!(Pos::parse("j1:").is_err());
+        assert!(
+            Pos::parse("j1:-n").is_ok(),
+            "a dash is a cursor character, and one argument"
+        );
+    }
+
+    #[test]
     fn preload_keeps_the_last_lines_with_rising_seq() {
         let (ring, ready) = Ring::new("logs/x");
-        ring.preload((1..=150).map(|i| format!("l{i}")).collect());
+        ring.preload((1..=150).map(|i| (format!("l{i}"), None)).collect());
         drop(ready);
         let b = smol::block_on(ring.backfill());
         assert_eq!(b.covers_seq, 100, "seq counts the lines kept");

@@ -17,8 +17,8 @@ pub const MAX_HISTORY_FRAME: usize = 8 * 1024;
 /// A valid client command.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Subscribe to a topic.
-    Subscribe(String),
+    /// Subscribe to a topic; for a log topic, `after` (a line's `pos`) resumes right after it.
+    Subscribe(String, Option<String>),
     /// Unsubscribe from a topic.
     Unsubscribe(String),
     /// The history of a topic over a range (`{"op":"history","topic":"system","range":"24h"}`).
@@ -39,6 +39,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
         op: String,
         topic: Option<String>,
         range: Option<String>,
+        after: Option<String>,
     }
     let raw: Raw = serde_json::from_str(text).map_err(|e| format!("invalid JSON command: {e}"))?;
     match (raw.op.as_str(), raw.topic) {
@@ -47,7 +48,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
             Some(range) => Ok(Command::History { topic, range }),
             None => Err("missing range (10m, 1h, 6h, 24h or 7d)".into()),
         },
-        ("subscribe", Some(t)) => Ok(Command::Subscribe(t)),
+        ("subscribe", Some(t)) => Ok(Command::Subscribe(t, raw.after)),
         ("unsubscribe", Some(t)) => Ok(Command::Unsubscribe(t)),
         (op, _) => Ok(Command::Other(op.to_string())),
     }
@@ -170,7 +171,7 @@ mod tests {
     fn commands_parse() {
         assert_eq!(
             parse(r#"{"op":"subscribe","topic":"system"}"#),
-            Ok(Command::Subscribe("system".into()))
+            Ok(Command::Subscribe("system".into(), None))
         );
         assert_eq!(
             parse(r#"{"topic":"x","op":"unsubscribe","extra":1}"#),

@@ -135,6 +135,16 @@ impl Topics {
         self.logs.contains_key(topic)
     }
 
+    /// What a subscriber of log `topic` that had the line at `after` receives first: the lines
+    /// after it, or a `missed` frame and the backlog (`logs::Ring::resume`).
+    pub async fn resume(&self, topic: &str, after: &crate::logs::Pos, may_read: bool) -> Backfill {
+        let ring = lock(&self.rings).get(topic).cloned();
+        match (ring, self.logs.get(topic)) {
+            (Some(ring), Some(source)) => ring.resume(after, source, may_read).await,
+            _ => Backfill::default(),
+        }
+    }
+
     /// What a new subscriber of `topic` receives first. For a log topic this waits (bounded) for
     /// the producer's first read.
     pub async fn backfill(&self, topic: &str) -> Backfill {

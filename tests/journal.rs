@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use edgemon::Config;
+use serde_json::Value;
 
 const UNIT: &str = "edgemon-test.service";
 
@@ -160,6 +161,104 @@ fn journal_lines_follow_and_the_child_lives_only_with_the_hub() {
     assert!(srv.wait_until(Duration::from_secs(10), |s| s["producers"] == 0));
     // Killed with the hub and reaped: no journalctl child, running or zombie.
     eventually("the child gone", || journalctl_children().is_empty());
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs journalctl and systemd-journal-remote: run bash tests/all.sh"]
+fn a_journal_resumes_after_its_cursor_through_journalctl() {
+    let Some(tool) = journal_remote() else {
+        panic!("needs systemd-journal-remote (bash tests/all.sh installs it as root)");
+    };
+    let dir = std::env::temp_dir().join(format!("edgemon-journal-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let msgs = |from: u32, to: u32| (from..=to).map(|i| format!("m{i}")).collect::<Vec<_>>();
+    let first = msgs(1, 150);
+    write_journal(
+        &tool,
+        &dir,
+        "a.journal",
+        &first.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let srv = start(Config {
+        journals: vec![("svc".into(), UNIT.into())],
+        journal_dir: Some(dir.clone()),
+        ..config()
+    });
+    let subscribe = |after: Option<String>| {
+        let mut cmd = serde_json::json!({"op": "subscribe", "topic": "logs/svc"});
+        if let Some(a) = after {
+            cmd["after"] = a.into();
+        }
+        cmd.to_string()
+    };
+    // Lines (and `missed:REASON`) until `until`, with each line's pos.
+    async fn until(ws: &mut Ws, until: &str) -> (Vec<String>, Vec<String>) {
+        let (mut out, mut pos) = (Vec::new(), Vec::new());
+        loop {
+            let v = next_json(ws).await;
+            let items: Vec<Value> = match v["type"].as_str().unwrap() {
+                "history" => v["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["data"].clone())
+                    .collect(),
+                "data" => vec![v["data"].clone()],
+                "missed" => {
+                    out.push(format!("missed:{}", v["reason"].as_str().unwrap()));
+                    continue;
+                }
+                _ => continue,
+            };
+            for d in items {
+                out.push(d["line"].as_str().unwrap().to_string());
+                pos.push(d["pos"].as_str().unwrap().to_string());
+                if out.last().map(String::as_str) == Some(until) {
+                    return (out, pos);
+                }
+            }
+        }
+    }
+    let pos60 = within(30, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        send(&mut ws, &subscribe(None)).await;
+        let (lines, pos) = until(&mut ws, "m150").await;
+        assert_eq!(lines, msgs(51, 150));
+        assert!(pos[9].starts_with("j1:"), "{}", pos[9]);
+        pos[9].clone()
+    });
+    assert!(srv.wait_until(Duration::from_secs(10), |s| s["producers"] == 0));
+    // 110 more entries: the new hub's ring holds m161..m260, so m61..m160 come from
+    // `journalctl --after-cursor`.
+    let more = msgs(151, 260);
+    write_journal(
+        &tool,
+        &dir,
+        "b.journal",
+        &more.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    within(30, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        send(&mut ws, &subscribe(Some(pos60))).await;
+        let (lines, _) = until(&mut ws, "m260").await;
+        assert_eq!(lines, msgs(61, 260), "every entry once, in order");
+        // A cursor of the right form that this journal cannot seek to.
+        let mut other = common::ws(srv.addr, "/ws").await;
+        send(
+            &mut other,
+            &subscribe(Some("j1:s=0;i=1;b=0;m=0;t=0;x=0".into())),
+        )
+        .await;
+        let v = next_of_type(&mut other, "missed").await;
+        assert_eq!(v["lines"], Value::Null);
+        assert!(
+            ["not_resumable", "unknown"].contains(&v["reason"].as_str().unwrap()),
+            "{v}"
+        );
+    });
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -431,3 +431,208 @@ fn a_50_mb_line_is_cut_skipped_with_a_marker_and_the_next_line_arrives_promptly(
         assert_eq!(next_line(&mut ws).await, "after the burst");
     });
 }
+
+/// Subscribes `ws` (on `/ws`) to `topic`, resuming after `after` when given; returns the lines
+/// (with their `pos`) and notices (`missed` reasons, errors) up to the first live frame or the
+/// `marker` line appended by the caller's `then`.
+async fn resume_on(ws: &mut Ws, topic: &str, after: Option<&str>) {
+    let mut cmd = serde_json::json!({"op": "subscribe", "topic": topic});
+    if let Some(a) = after {
+        cmd["after"] = a.into();
+    }
+    send(ws, &cmd.to_string()).await;
+    assert_eq!(next_json(ws).await["type"], "subscribed");
+}
+
+/// Frames until the line `until` arrives: each line as `line`, a `missed` frame as
+/// `missed:REASON`, with the `pos` of every line.
+async fn lines_until(ws: &mut Ws, until: &str) -> (Vec<String>, Vec<String>) {
+    let (mut out, mut pos) = (Vec::new(), Vec::new());
+    loop {
+        let v = next_json(ws).await;
+        let mut items = Vec::new();
+        match v["type"].as_str().unwrap() {
+            "history" => items.extend(
+                v["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["data"].clone()),
+            ),
+            "data" => items.push(v["data"].clone()),
+            "missed" => out.push(format!("missed:{}", v["reason"].as_str().unwrap_or("-"))),
+            other => panic!("unexpected {other}: {v}"),
+        }
+        for d in items {
+            let line = d["line"].as_str().unwrap().to_string();
+            pos.push(d["pos"].as_str().expect("every line has a pos").to_string());
+            let done = line == until;
+            out.push(line);
+            if done {
+                return (out, pos);
+            }
+        }
+    }
+}
+
+fn numbered(from: u32, to: u32) -> Vec<String> {
+    (from..=to).map(|i| format!("line {i}")).collect()
+}
+
+#[test]
+fn a_subscriber_resumes_right_after_its_last_line_from_the_ring_the_file_or_a_new_daemon() {
+    let d = temp("resume");
+    let p = d.0.join("app.log");
+    let write = |from: u32, to: u32| {
+        append(
+            &p,
+            &numbered(from, to)
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>(),
+        )
+    };
+    write(1, 150);
+    let srv = start(with_log("app", &p));
+    let hub_gone = |srv: &edgemon::ServerHandle| {
+        assert!(srv.wait_until(Duration::from_secs(10), |s| {
+            s["hubs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|h| h["topic"] != "logs/app")
+        }));
+    };
+    let pos120 = within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        resume_on(&mut ws, "logs/app", None).await;
+        let (lines, pos) = lines_until(&mut ws, "line 150").await;
+        assert_eq!(lines, numbered(51, 150));
+        // From the ring: the hub still runs (this socket holds it).
+        let mut again = common::ws(srv.addr, "/ws").await;
+        resume_on(&mut again, "logs/app", Some(&pos[69])).await;
+        write(151, 151);
+        assert_eq!(
+            lines_until(&mut again, "line 151").await.0,
+            numbered(121, 151)
+        );
+        pos[69].clone()
+    });
+    // The hub is gone (linger over); 150 more lines arrive meanwhile. The new hub's ring holds
+    // the last 100 (201..300): 121..200 are read from the file again.
+    hub_gone(&srv);
+    write(152, 300);
+    let pos300 = within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        resume_on(&mut ws, "logs/app", Some(&pos120)).await;
+        write(301, 301);
+        let (lines, pos) = lines_until(&mut ws, "line 301").await;
+        assert_eq!(lines, numbered(121, 301), "every line once, in order");
+        pos[pos.len() - 2].clone()
+    });
+    drop(srv);
+    // Another daemon (a restart): a position of the old one still resumes exactly.
+    let srv = start(with_log("app", &p));
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        resume_on(&mut ws, "logs/app", Some(&pos300)).await;
+        write(302, 302);
+        assert_eq!(lines_until(&mut ws, "line 302").await.0, numbered(301, 302));
+    });
+    hub_gone(&srv);
+    // Truncated and written again: one `missed` with its reason, then the backlog.
+    std::fs::write(&p, "fresh 1\nfresh 2\n").unwrap();
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        resume_on(&mut ws, "logs/app", Some(&pos300)).await;
+        let (lines, _) = lines_until(&mut ws, "fresh 2").await;
+        assert_eq!(lines, ["missed:truncated", "fresh 1", "fresh 2"]);
+    });
+    hub_gone(&srv);
+    // Rotated: the line is in another file now.
+    let (_, pos_fresh) = within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        resume_on(&mut ws, "logs/app", None).await;
+        lines_until(&mut ws, "fresh 2").await
+    });
+    hub_gone(&srv);
+    std::fs::rename(&p, d.0.join("app.log.1")).unwrap();
+    append(&p, "rotated 1\n");
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        resume_on(&mut ws, "logs/app", Some(&pos_fresh[0])).await;
+        let (lines, _) = lines_until(&mut ws, "rotated 1").await;
+        assert_eq!(lines, ["missed:rotated", "rotated 1"]);
+    });
+}
+
+#[test]
+fn a_resume_reads_at_most_2000_lines_then_says_too_far() {
+    let d = temp("toofar");
+    let p = d.0.join("big.log");
+    append(&p, "start\n");
+    let srv = start(with_log("big", &p));
+    let pos = within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        resume_on(&mut ws, "logs/big", None).await;
+        lines_until(&mut ws, "start").await.1.remove(0)
+    });
+    assert!(srv.wait_until(Duration::from_secs(10), |s| {
+        s["hubs"].as_array().unwrap().is_empty()
+    }));
+    append(
+        &p,
+        &(1..=3000).map(|i| format!("n{i}\n")).collect::<String>(),
+    );
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        resume_on(&mut ws, "logs/big", Some(&pos)).await;
+        let (lines, _) = lines_until(&mut ws, "n3000").await;
+        let expect: Vec<String> = (1..=2000)
+            .map(|i| format!("n{i}"))
+            .chain(["missed:too_far".to_string()])
+            .chain((2901..=3000).map(|i| format!("n{i}")))
+            .collect();
+        assert_eq!(lines, expect);
+    });
+}
+
+#[test]
+fn a_bad_after_is_refused_with_a_reason_and_the_connection_serves_on() {
+    let d = temp("badpos");
+    let p = d.0.join("a.log");
+    append(&p, "a\n");
+    let srv = start(with_log("a", &p));
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        for (after, why) in [
+            ("x".repeat(300), "longer than 256 bytes"),
+            ("f1:1:2:3".to_string(), "6 hex fields"),
+            ("f1:1:2:+3:4:1:0".to_string(), "6 hex fields"),
+            ("f1:1:2:9:4:1:0".to_string(), "not a position"),
+            ("j1:s=1 --output=cat".to_string(), "journal cursor"),
+            ("z9:whatever".to_string(), "unknown kind"),
+        ] {
+            let cmd = serde_json::json!({"op": "subscribe", "topic": "logs/a", "after": after});
+            send(&mut ws, &cmd.to_string()).await;
+            let v = next_json(&mut ws).await;
+            assert_eq!(v["type"], "error", "{v}");
+            let e = v["error"].as_str().unwrap();
+            assert!(e.starts_with("invalid after: ") && e.contains(why), "{e}");
+        }
+        send(
+            &mut ws,
+            r#"{"op":"subscribe","topic":"system","after":"j1:s=1"}"#,
+        )
+        .await;
+        assert!(
+            next_json(&mut ws).await["error"]
+                .as_str()
+                .unwrap()
+                .contains("log topics")
+        );
+        // Still serving: a plain subscribe works.
+        resume_on(&mut ws, "logs/a", None).await;
+        assert_eq!(lines_until(&mut ws, "a").await.0, ["a"]);
+    });
+}

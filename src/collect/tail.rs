@@ -26,6 +26,33 @@ pub struct Skip {
     pub bytes: u64,
 }
 
+/// Where a line sits in its file: what a client sends back (`after`) to resume right after it.
+/// `check` is FNV-1a (32 bits) of the line's last `check_len` bytes (its newline included), so a
+/// file truncated and written again past the same offset is not taken for the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    /// Device and inode of the file.
+    pub id: (u64, u64),
+    /// Offset of the line's first byte.
+    pub start: u64,
+    /// Offset just past its newline: where the next line starts.
+    pub end: u64,
+    /// How many bytes before `end` `check` covers (0: a line cut short, not checkable).
+    pub check_len: u8,
+    /// FNV-1a of those bytes.
+    pub check: u32,
+}
+
+/// Bytes before a line's end covered by its check.
+pub const CHECK_BYTES: usize = 64;
+
+/// FNV-1a, 32 bits.
+pub fn fnv32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// A followed file.
 pub struct Tail {
     /// The configured path (what rotation re-creates).
@@ -41,6 +68,11 @@ pub struct Tail {
     resync: bool,
     /// The last skip ahead, until `take_skip`.
     skipped: Option<Skip>,
+    /// Offset where the line in progress started.
+    line_start: u64,
+    /// Where each line returned by the last `open_at_end` or `poll` sits, one per line, in
+    /// order (`take_positions`).
+    positions: Vec<At>,
 }
 
 struct Open {
@@ -67,7 +99,15 @@ impl Tail {
             cut: 0,
             resync: false,
             skipped: None,
+            line_start: 0,
+            positions: Vec::new(),
         }
+    }
+
+    /// Where each line the last `open_at_end` or `poll` returned sits: as many as it returned
+    /// lines, in the same order.
+    pub fn take_positions(&mut self) -> Vec<At> {
+        std::mem::take(&mut self.positions)
     }
 
     /// The skip ahead the last poll made, if it made one.
@@ -82,6 +122,7 @@ impl Tail {
 
     /// Opens the file and returns its last `n` complete lines; later polls return what follows.
     pub fn open_at_end(&mut self, n: usize) -> io::Result<Vec<String>> {
+        self.positions.clear();
         let (mut file, meta) = open_regular(&self.path)?;
         let start = start_of_last_lines(&mut file, meta.len(), n)?;
         self.attach(file, &meta, start);
@@ -91,6 +132,7 @@ impl Tail {
         // A file bigger than one read: keep the newest `n`; the rest arrives with the next polls.
         if lines.len() > n {
             lines.drain(..lines.len() - n);
+            self.positions.drain(..self.positions.len() - n);
         }
         Ok(lines)
     }
@@ -99,6 +141,7 @@ impl Tail {
     /// unreadable file is an error and is retried by the next call; lines already read are never
     /// lost to an error (the error waits for the next call instead).
     pub fn poll(&mut self) -> io::Result<Vec<String>> {
+        self.positions.clear();
         if self.file.is_none() {
             // First open, or the file went away: a file that (re)appears is read from its start.
             self.open_from_start()?;
@@ -146,6 +189,40 @@ impl Tail {
         self.partial.clear();
         self.cut = 0;
         self.resync = false;
+        self.line_start = pos;
+    }
+
+    /// Opens the path at `at.end` if it is still the file `at` was read from and still holds
+    /// that line there: afterwards `poll` returns the lines that followed it. `Err` says why
+    /// not, as a `missed` reason (`rotated`, `truncated`, `unknown`) or the I/O error's text.
+    pub fn open_after(&mut self, at: &At) -> Result<(), (&'static str, String)> {
+        let (mut file, meta) =
+            open_regular(&self.path).map_err(|e| ("unknown", format!("cannot open: {e}")))?;
+        if (meta.dev(), meta.ino()) != at.id {
+            return Err(("rotated", "another file is at the path now".into()));
+        }
+        if meta.len() < at.end {
+            return Err(("truncated", "the file is shorter than the position".into()));
+        }
+        if at.check_len == 0 || u64::from(at.check_len) > at.end {
+            return Err((
+                "unknown",
+                "the line at that position cannot be checked".into(),
+            ));
+        }
+        let mut tail = vec![0u8; usize::from(at.check_len)];
+        file.seek(SeekFrom::Start(at.end - u64::from(at.check_len)))
+            .and_then(|_| file.read_exact(&mut tail))
+            .map_err(|e| ("unknown", format!("cannot read: {e}")))?;
+        if fnv32(&tail) != at.check {
+            return Err(("truncated", "the file holds other bytes there now".into()));
+        }
+        self.attach(file, &meta, at.end);
+        if let Some(open) = self.file.as_mut() {
+            // The bytes just read are what a later truncation check compares against.
+            open.last = tail[tail.len().saturating_sub(TAIL_CHECK)..].to_vec();
+        }
+        Ok(())
     }
 
     /// `read_new`, forgetting the handle on error so the next poll reopens the path instead of
@@ -168,11 +245,13 @@ impl Tail {
             self.partial.clear();
             self.cut = 0;
             self.resync = false;
+            self.line_start = 0;
         }
+        let base = open.pos;
         let buf = open.read_chunk()?;
         let drained = buf.len() < MAX_READ;
         if drained || len.saturating_sub(open.pos) <= SKIP_BEHIND {
-            return Ok((self.split(&buf), drained));
+            return Ok((self.split(&buf, base), drained));
         }
         // Too far behind: the line in progress goes out cut, as an over-long line would; then
         // the last MAX_READ bytes, from their first complete line.
@@ -181,34 +260,58 @@ impl Tail {
         open.pos = to;
         open.last.clear();
         let end = open.read_chunk()?;
-        let mut lines = self.split(&buf);
+        let mut lines = self.split(&buf, base);
         lines.extend(self.flush_partial());
         self.skipped = Some(Skip {
             after_lines: lines.len(),
             bytes,
         });
         self.resync = true;
-        lines.extend(self.split(&end));
+        lines.extend(self.split(&end, to));
         Ok((lines, end.len() < MAX_READ))
     }
 
-    /// Splits new bytes into complete lines, keeping an unfinished one for later.
-    fn split(&mut self, bytes: &[u8]) -> Vec<String> {
+    /// Splits new bytes (read at offset `base`) into complete lines, keeping an unfinished one
+    /// for later; records where each line sits.
+    fn split(&mut self, bytes: &[u8], base: u64) -> Vec<String> {
         let mut lines = Vec::new();
         let mut rest = bytes;
+        let mut at = base;
         if self.resync {
             match rest.iter().position(|b| *b == b'\n') {
                 Some(nl) => {
                     rest = &rest[nl + 1..];
+                    at += nl as u64 + 1;
+                    self.line_start = at;
                     self.resync = false;
                 }
                 None => return lines,
             }
         }
+        let id = self.file.as_ref().map_or((0, 0), |f| f.id);
         while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            let seg = &rest[..=nl];
+            // The check covers the line's last bytes: from this read, and from what is kept
+            // of its start when it began in an earlier one (unless that was cut).
+            let mut window = Vec::with_capacity(CHECK_BYTES);
+            if seg.len() < CHECK_BYTES && self.cut == 0 {
+                let more = (CHECK_BYTES - seg.len()).min(self.partial.len());
+                window.extend_from_slice(&self.partial[self.partial.len() - more..]);
+            }
+            window.extend_from_slice(&seg[seg.len().saturating_sub(CHECK_BYTES)..]);
+            let end = at + nl as u64 + 1;
+            self.positions.push(At {
+                id,
+                start: self.line_start,
+                end,
+                check_len: window.len() as u8,
+                check: fnv32(&window),
+            });
             self.push_partial(&rest[..nl]);
             lines.push(self.take_line());
             rest = &rest[nl + 1..];
+            at = end;
+            self.line_start = end;
         }
         self.push_partial(rest);
         lines
@@ -235,9 +338,22 @@ impl Tail {
         line
     }
 
-    /// A pending unfinished line, as a line (when its file is rotated away).
+    /// A pending unfinished line, as a line (when its file is rotated away, or the tail skips
+    /// ahead): its position cannot be checked (`check_len` 0), so no one resumes after it.
     fn flush_partial(&mut self) -> Option<String> {
-        (!self.partial.is_empty() || self.cut > 0).then(|| self.take_line())
+        if self.partial.is_empty() && self.cut == 0 {
+            return None;
+        }
+        let (id, end) = self.file.as_ref().map_or(((0, 0), 0), |f| (f.id, f.pos));
+        self.positions.push(At {
+            id,
+            start: self.line_start,
+            end,
+            check_len: 0,
+            check: 0,
+        });
+        self.line_start = end;
+        Some(self.take_line())
     }
 }
 
@@ -621,5 +737,48 @@ mod tests {
         assert_eq!(t.poll().unwrap_err().kind(), io::ErrorKind::NotFound);
         append(&p, b"hello\n");
         assert_eq!(t.poll().unwrap(), ["hello"]);
+    }
+
+    #[test]
+    fn positions_point_at_each_line_and_resume_right_after_it() {
+        let d = dir("positions");
+        let p = d.0.join("app.log");
+        let long = "x".repeat(100);
+        append(&p, format!("one\ntwo\n{long}\nthr").as_bytes());
+        let mut t = Tail::new(&p);
+        assert_eq!(t.open_at_end(10).unwrap(), ["one", "two", long.as_str()]);
+        let at = t.take_positions();
+        assert_eq!(at.len(), 3);
+        let bytes = std::fs::read(&p).unwrap();
+        for (line, a) in ["one", "two", long.as_str()].iter().zip(&at) {
+            assert_eq!(
+                &bytes[a.start as usize..a.end as usize],
+                format!("{line}\n").as_bytes()
+            );
+        }
+        assert_eq!(at[2].check_len as usize, CHECK_BYTES);
+        // A line that began in an earlier read keeps its start.
+        append(&p, b"ee\nfour\n");
+        assert_eq!(t.poll().unwrap(), ["three", "four"]);
+        let more = t.take_positions();
+        assert_eq!(more[0].start, at[2].end);
+        assert_eq!(more[0].check_len, 6, "'three' and its newline");
+
+        // Resuming after "two" returns what followed it, once.
+        let mut r = Tail::new(&p);
+        r.open_after(&at[1]).unwrap();
+        assert_eq!(r.poll().unwrap(), [long.as_str(), "three", "four"]);
+        assert_eq!(r.take_positions()[2], more[1]);
+
+        // The same offset with other bytes: truncated and written again.
+        std::fs::write(&p, format!("ONE\nTWO\n{long}\nthree\nfour\n")).unwrap();
+        let mut r = Tail::new(&p);
+        assert_eq!(r.open_after(&at[1]).unwrap_err().0, "truncated");
+        std::fs::write(&p, "o\n").unwrap();
+        assert_eq!(Tail::new(&p).open_after(&at[1]).unwrap_err().0, "truncated");
+        // Another file at the path: rotated.
+        std::fs::rename(&p, d.0.join("app.log.1")).unwrap();
+        append(&p, format!("one\ntwo\n{long}\n").as_bytes());
+        assert_eq!(Tail::new(&p).open_after(&at[1]).unwrap_err().0, "rotated");
     }
 }

@@ -16,8 +16,9 @@ pub const HISTORY_PART_BYTES: usize = 64 * 1024;
 pub(super) enum Action {
     /// Send these frames back.
     Reply(Vec<Utf8Bytes>),
-    /// Subscribe to this topic (async: the backfill may wait for its producer's first read).
-    Subscribe(String),
+    /// Subscribe to this topic (async: the backfill may wait for its producer's first read),
+    /// resuming a log after a line's position.
+    Subscribe(String, Option<crate::logs::Pos>),
     /// Send this range of the `system` history (async: built on a blocking thread).
     History(String),
 }
@@ -38,7 +39,20 @@ impl Session {
     fn command(&mut self, text: &str) -> Step<Action> {
         match protocol::parse(text) {
             Err(e) => self.invalid(&e, None).map(Action::Reply),
-            Ok(Command::Subscribe(topic)) => Ok(Action::Subscribe(topic)),
+            Ok(Command::Subscribe(topic, None)) => Ok(Action::Subscribe(topic, None)),
+            Ok(Command::Subscribe(topic, Some(after))) => {
+                if !self.app.topics.is_log(&topic) {
+                    let msg = "after is for log topics (a line's pos)";
+                    return self.invalid(msg, Some(&topic)).map(Action::Reply);
+                }
+                match crate::logs::Pos::parse(&after) {
+                    Ok(pos) => Ok(Action::Subscribe(topic, Some(pos))),
+                    Err(why) => {
+                        let msg = format!("invalid after: {why}");
+                        self.invalid(&msg, Some(&topic)).map(Action::Reply)
+                    }
+                }
+            }
             Ok(Command::History { topic, range }) => {
                 if topic != crate::topics::SYSTEM {
                     let msg = format!(
@@ -79,8 +93,12 @@ impl Session {
     }
 
     /// Subscribes to `topic` and sends the acknowledgement and backfill (or the error frame).
-    pub(super) async fn subscribe_and_reply(&mut self, topic: &str) -> Step {
-        let replies = self.subscribe(topic).await?;
+    pub(super) async fn subscribe_and_reply(
+        &mut self,
+        topic: &str,
+        after: Option<&crate::logs::Pos>,
+    ) -> Step {
+        let replies = self.subscribe(topic, after).await?;
         self.send_all(replies).await?;
         // The backfill is out: the hub may write live frames itself from here on.
         if let Some(sub) = self.subs.iter().find(|s| s.topic == topic) {
@@ -90,7 +108,11 @@ impl Session {
     }
 
     /// Subscribes to `topic`; returns the acknowledgement and the backfill, or an error frame.
-    async fn subscribe(&mut self, topic: &str) -> Step<Vec<Utf8Bytes>> {
+    async fn subscribe(
+        &mut self,
+        topic: &str,
+        after: Option<&crate::logs::Pos>,
+    ) -> Step<Vec<Utf8Bytes>> {
         if self.subs.iter().any(|s| s.topic == topic) {
             return Ok(vec![protocol::subscribed(topic)]);
         }
@@ -109,18 +131,30 @@ impl Session {
             Err(e) => return self.invalid(&e.to_string(), Some(topic)),
         };
         // Taken after subscribing, so nothing published in between is missed; overlap is skipped by seq.
-        let mut backfill = self.app.topics.backfill(topic).await;
-        if backfill.frames.is_empty()
-            && let Some(last) = sub.hub().last_frame()
-        {
-            // Periodic topics: the latest frame now rather than up to a period from now.
-            backfill.covers_seq = last.seq();
-            backfill.frames.push(last.text());
-        }
-        if !self.may_backfill(topic, Instant::now()) {
-            // Sent moments ago: live frames from here on (`covers_seq` still skips the overlap).
-            backfill.frames.clear();
-        }
+        let backfill = match after {
+            // A resume sends only what the client lacks: from the ring always, from the source
+            // (up to 1 MiB) at most once per topic per BACKFILL_AGAIN_AFTER.
+            Some(pos) => {
+                let may_read = self.may_backfill(topic, Instant::now());
+                self.app.topics.resume(topic, pos, may_read).await
+            }
+            None => {
+                let mut b = self.app.topics.backfill(topic).await;
+                if b.frames.is_empty()
+                    && let Some(last) = sub.hub().last_frame()
+                {
+                    // Periodic topics: the latest frame now rather than up to a period from now.
+                    b.covers_seq = last.seq();
+                    b.frames.push(last.text());
+                }
+                if !self.may_backfill(topic, Instant::now()) {
+                    // Sent moments ago: live frames from here on (`covers_seq` still skips the
+                    // overlap).
+                    b.frames.clear();
+                }
+                b
+            }
+        };
         // Until it goes live, the hub queues this subscription's frames and the task skips
         // what the backfill covered.
         outlet.add_lane(sub.id(), backfill.covers_seq, self.app.topics.is_log(topic));

@@ -241,7 +241,7 @@ impl Session {
     /// `READ_BATCH` wake-ups so a client with endless input cannot hold the executor.
     async fn serve(&mut self, topic: Option<String>) -> Ending {
         if let Some(topic) = topic
-            && let Err(ending) = self.subscribe_and_reply(&topic).await
+            && let Err(ending) = self.subscribe_and_reply(&topic, None).await
         {
             return ending;
         }
@@ -447,7 +447,9 @@ impl Session {
         let replies = match msg {
             Message::Text(text) => match self.command_guarded(&text)? {
                 Action::Reply(r) => r,
-                Action::Subscribe(topic) => return self.subscribe_and_reply(&topic).await,
+                Action::Subscribe(topic, after) => {
+                    return self.subscribe_and_reply(&topic, after.as_ref()).await;
+                }
                 Action::History(range) => return self.send_history(&range).await,
             },
             Message::Binary(_) => self.invalid("binary frames are not supported", None)?,
