@@ -123,8 +123,8 @@ const S = {
   events: [], eventsAt: 0,
   hover: null,               // {ts} while a pointer is over a graph
   procs: [], sort: 'cpu',
-  logs: new Map(),           // topic -> {lines: [{t, cls}], seq}
-  logTopic: '', follow: true, filter: '', pendingWhilePaused: 0,
+  logs: new Map(),           // topic -> {lines: [{id, t, cls}], nextId, pos}
+  logTopic: '', follow: true, filter: '', pausedAt: 0,
   conn: 'connecting', connText: 'connecting…', notice: '',
 };
 let skew = 0;                // our clock minus the daemon's, from the newest sample
@@ -163,7 +163,13 @@ function syncSubscriptions() {
   if (!ws || ws.readyState !== WebSocket.OPEN) return;
   const want = wanted();
   for (const t of subscribed) if (!want.has(t)) { send({ op: 'unsubscribe', topic: t }); subscribed.delete(t); }
-  for (const t of want) if (!subscribed.has(t)) { send({ op: 'subscribe', topic: t }); subscribed.add(t); }
+  for (const t of want) {
+    if (subscribed.has(t)) continue;
+    // A log this tab has lines of resumes right after the last one: nothing twice, no gap.
+    const log = t.startsWith('logs/') && S.logs.get(t);
+    send(log && log.pos ? { op: 'subscribe', topic: t, after: log.pos } : { op: 'subscribe', topic: t });
+    subscribed.add(t);
+  }
 }
 
 /** Asks for the shown range's history unless this socket already answered it (the daemon
@@ -297,23 +303,19 @@ function handle(m) {
       // A range asked too soon (or unknown): ask again on the next range change or reconnect.
       for (const st of S.stores.values()) if (st.fresh && !st.ts.length) st.fresh = false;
     }
+    dirty('sys');
   } else if (topic === 'processes' && m.type === 'data') {
     S.procs = m.data.processes || [];
+    dirty('procs');
   } else if (topic.startsWith('logs/')) {
-    if (m.type === 'history') {
-      const log = S.logs.get(topic);
-      const last = m.data.length ? m.data[m.data.length - 1].seq : 0;
-      if (log && last < log.seq) {
-        // The source's hub was restarted (numbering starts again): mark the break.
-        addLog(topic, '— log source restarted —', 'marker');
-        log.seq = 0;
-      }
-      for (const item of m.data) addLog(topic, item.data.line, '', item.seq);
-    } else if (m.type === 'data') addLog(topic, m.data.line, '', m.seq);
-    else if (m.type === 'missed') addLog(topic, `— ${m.lines} line(s) missed —`, 'marker');
+    // The daemon sends each line once (a resubscribe resumes after our last `pos`), so every
+    // line is appended as it comes.
+    if (m.type === 'history') for (const item of m.data) addLog(topic, item.data.line, levelOf(item.data.line), item.data.pos);
+    else if (m.type === 'data') addLog(topic, m.data.line, levelOf(m.data.line), m.data.pos);
+    else if (m.type === 'missed') addLog(topic, missedText(m), 'marker');
     else if (m.type === 'error') addLog(topic, `— ${m.error} —`, 'error');
-  }
-  dirty();
+    dirty('log');
+  } else dirty();
 }
 
 /** One part of a range answer (`part` of `parts`; `ts` in the first): merged when complete. */
@@ -340,25 +342,42 @@ function addSample(seq, ts, d) {
   for (const st of S.stores.values()) if (st.step) st.add(ts, values);
 }
 
-/** Appends a log line; numbered lines already shown (a resubscribe's history) are skipped. */
-function addLog(topic, text, cls, seq) {
+const MISSED = {
+  rotated: 'the file was rotated', truncated: 'the file was truncated', too_far: 'too many to fetch',
+  not_resumable: 'the source cannot resume there', unknown: 'the source could not be read again',
+};
+function missedText(m) {
+  if (m.lines !== null && m.lines !== undefined) return `— ${m.lines} line(s) missed —`;
+  return `— lines missed: ${MISSED[m.reason] || m.reason || 'unknown'} —`;
+}
+
+/** A line's level, when it says one: errors, warnings, debug. */
+function levelOf(t) {
+  if (/\b(emerg|emergency|alert|crit|critical|fatal|panic|err|error|failed|failure)\b/i.test(t)) return 'lv-err';
+  if (/\b(warn|warning)\b/i.test(t)) return 'lv-warn';
+  if (/\b(debug|trace)\b/i.test(t)) return 'lv-debug';
+  return '';
+}
+
+/** Appends a log line (and remembers its `pos`, where a resubscribe resumes). */
+function addLog(topic, text, cls, pos) {
   let log = S.logs.get(topic);
-  if (!log) { log = { lines: [], seq: 0 }; S.logs.set(topic, log); }
-  if (seq) {
-    if (seq <= log.seq) return;
-    log.seq = seq;
-  }
-  log.lines.push({ t: text, cls });
-  if (log.lines.length > LOG_KEEP) {
-    const extra = log.lines.length - LOG_KEEP;
-    log.lines.splice(0, extra);
-  }
-  if (!S.follow && topic === S.logTopic) S.pendingWhilePaused++;
+  if (!log) { log = { lines: [], nextId: 0, pos: null }; S.logs.set(topic, log); }
+  if (pos) log.pos = pos;
+  log.lines.push({ id: ++log.nextId, t: text, cls });
+  if (log.lines.length > LOG_KEEP) log.lines.splice(0, log.lines.length - LOG_KEEP);
 }
 
 // ---- formatting ----------------------------------------------------------------------------------
 
-const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+// Theme colours, read once per theme (getComputedStyle on every draw forces a style pass).
+const cssCache = new Map();
+const css = (name) => {
+  let v = cssCache.get(name);
+  if (v === undefined) { v = getComputedStyle(document.documentElement).getPropertyValue(name).trim(); cssCache.set(name, v); }
+  return v;
+};
+window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => { cssCache.clear(); dirty(); });
 const missing = (v) => v === null || v === undefined || Number.isNaN(v);
 const fmtPct = (v) => (missing(v) ? '–' : v.toFixed(1) + ' %');
 function fmtBytes(n) {
@@ -481,13 +500,27 @@ const tickLabel = (t) => fmtWhen(t, S.range === '7d' ? '7d' : '6h');
 
 const PAD = { l: 52, r: 6, t: 8, b: 18 };   // CSS px around the plot
 
+/** A canvas's CSS size, kept by a ResizeObserver so drawing never forces a layout. */
+const sizes = new Map();
+const resized = new ResizeObserver((entries) => {
+  for (const e of entries) sizes.set(e.target, [e.contentRect.width, e.contentRect.height]);
+  dirty();
+});
+function sizeOf(c) {
+  let s = sizes.get(c);
+  if (!s) { s = [c.clientWidth, c.clientHeight]; sizes.set(c, s); resized.observe(c); }
+  return s;
+}
+/** Sets a data attribute only when it changes (an unchanged write still costs a mutation). */
+function setData(el, k, v) { if (el.dataset[k] !== v) el.dataset[k] = v; }
+
 /** Draws one graph for the shown range and describes it (label, legend, test hooks). */
 function drawGraph(def, st, to) {
   const c = $('g-' + def.id);
   const span = RANGE[S.range].span, from = to - span;
   const lines = def.lines(st);
   const dpr = window.devicePixelRatio || 1;
-  const cw = c.clientWidth, ch = c.clientHeight;
+  const [cw, ch] = sizeOf(c);
   const w = Math.max(1, Math.round(cw * dpr)), h = Math.max(1, Math.round(ch * dpr));
   if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
   const g = c.getContext('2d');
@@ -592,12 +625,12 @@ function drawGraph(def, st, to) {
   const now = vals.map((v) => `${v.label} ${v.text}`).join(', ') || 'no data';
   const label = `${def.title} over the last ${RANGE[S.range].label}: ${now}; scale ${unit.tick(y0)} to ${unit.tick(y1)}`;
   if (c.getAttribute('aria-label') !== label) c.setAttribute('aria-label', label);
-  c.dataset.yTicks = yTicks.map(unit.tick).join('|');
-  c.dataset.xTicks = xTicks.map(tickLabel).join('|');
-  c.dataset.from = String(from); c.dataset.to = String(to);
-  c.dataset.segments = String(segments);
-  c.dataset.events = String(marks.length);
-  c.dataset.lines = lines.map((l) => l.label).join('|');
+  setData(c, 'yTicks', yTicks.map(unit.tick).join('|'));
+  setData(c, 'xTicks', xTicks.map(tickLabel).join('|'));
+  setData(c, 'from', String(from)); setData(c, 'to', String(to));
+  setData(c, 'segments', String(segments));
+  setData(c, 'events', String(marks.length));
+  setData(c, 'lines', lines.map((l) => l.label).join('|'));
   return lines.length > 0;
 }
 
@@ -645,9 +678,21 @@ document.addEventListener('pointerdown', (e) => { if (S.hover && !(e.target inst
 
 // ---- rendering (at most once per animation frame) -----------------------------------------------
 
-let framePending = false;
-function dirty() {
+// What changed since the last frame: 'sys' (a sample: cards, graphs), 'procs', 'log', 'clock'
+// (a second passed: ages, and graphs only when no sample moved them), or everything.
+// Streamed changes (a log line, a process list) wait for the next sample's frame, at most a
+// second: while live the page draws about one frame a second, not one per message (each frame
+// costs a style, layout and paint pass whatever changed).
+let framePending = false, deferTimer = 0;
+const need = new Set();
+function dirty(what = 'all') {
+  need.add(what);
   if (framePending) return;
+  if ((what === 'log' || what === 'procs') && S.conn === 'live' && Date.now() - S.sysAt < 1000) {
+    if (!deferTimer) deferTimer = setTimeout(() => { deferTimer = 0; dirty('tick'); }, 1000);
+    return;
+  }
+  clearTimeout(deferTimer); deferTimer = 0;
   framePending = true;
   requestAnimationFrame(() => { framePending = false; render(); });
 }
@@ -655,9 +700,28 @@ function dirty() {
 function setText(id, text) { const el = $(id); if (el.textContent !== text) el.textContent = text; }
 function show(id, yes) { const el = $(id); if (el.hidden === yes) el.hidden = !yes; }
 
-/** Replaces a container's rows: [label, fraction 0-1 or null, value text, level]. */
+/** Shows a container's rows: [label, fraction 0-1 or null, value text, level]. The same
+ * number of rows as before is updated in place (only what changed is written); a different one
+ * is rebuilt. */
 function rows(id, items, withMeter) {
   const el = $(id);
+  if (el.children.length === items.length) {
+    items.forEach(([label, frac, val, lvl], k) => {
+      const row = el.children[k];
+      const l = row.firstChild, v = row.lastChild;
+      if (l.textContent !== label) { l.textContent = label; l.title = label; }
+      if (withMeter) {
+        const i = row.children[1].firstChild;
+        const w = Math.max(0, Math.min(100, (frac || 0) * 100)).toFixed(1) + '%';
+        if (i.style.width !== w) i.style.width = w;
+        if (i.className !== (lvl || '')) i.className = lvl || '';
+      }
+      const vc = 'val' + (lvl ? ' ' + lvl : '');
+      if (v.className !== vc) v.className = vc;
+      if (v.textContent !== val) v.textContent = val;
+    });
+    return;
+  }
   const frag = document.createDocumentFragment();
   for (const [label, frac, val, lvl] of items) {
     const row = document.createElement('div');
@@ -688,6 +752,11 @@ function hostFacts(h) {
 }
 
 function render() {
+  const all = need.has('all'), sys = all || need.has('sys');
+  const procs = all || need.has('procs'), logs = all || need.has('log');
+  // A second with no sample: the graphs still move on (and show the gap).
+  const graphs = sys || (need.has('clock') && Date.now() - S.sysAt > 1500);
+  need.clear();
   if (document.visibilityState !== 'visible') return;
   const d = S.sys;
   if (S.host) {
@@ -697,21 +766,22 @@ function render() {
     if (document.title !== t) document.title = t;
   }
   const conn = $('conn');
-  conn.className = 'conn ' + S.conn;
+  if (conn.className !== 'conn ' + S.conn) conn.className = 'conn ' + S.conn;
   setText('conn', S.connText);
   show('retry', S.conn === 'reconnecting');
-  const notice = $('notice');
-  notice.hidden = !S.notice;
+  show('notice', !!S.notice);
   setText('notice', S.notice);
   const age = S.sysAt ? Math.max(0, Math.round((Date.now() - S.sysAt) / 1000)) : 0;
   setText('age', S.sysAt ? `data ${age} s old` : '');
   // Not live: what is shown is the past, dimmed and aged.
   const stale = !!S.sysAt && (S.conn !== 'live' || Date.now() - S.sysAt > STALE_MS);
   const main = document.querySelector('main');
-  main.classList.toggle('stale', stale);
-  main.style.setProperty('--age', stale ? `"${fmtDuration(age)} old"` : '""');
-  for (const b of document.querySelectorAll('#ranges button')) b.setAttribute('aria-pressed', String(b.dataset.range === S.range));
-  if (d) {
+  if (main.classList.contains('stale') !== stale) main.classList.toggle('stale', stale);
+  // A custom property set on <main> restyles all of it: only when the text changes.
+  const ageText = stale ? `"${fmtDuration(age)} old"` : '""';
+  if (main.style.getPropertyValue('--age') !== ageText) main.style.setProperty('--age', ageText);
+  if (all) for (const b of document.querySelectorAll('#ranges button')) b.setAttribute('aria-pressed', String(b.dataset.range === S.range));
+  if (d && sys) {
     setText('uptime', d.uptime !== null ? 'up ' + fmtDuration(d.uptime) : '');
     setText('cpu-total', fmtPct(d.cpu.total));
     rows('cores', d.cpu.cores.map((v, i) => [`core ${i}`, v / 100, fmtPct(v), level(v, 70, 90)]), true);
@@ -733,6 +803,12 @@ function render() {
       return [`${x.mount} (${x.fs})`, pct / 100, `${fmtBytes(used)} / ${fmtBytes(x.total)}`, level(pct, 85, 95)];
     }), true);
   }
+  if (graphs) renderGraphs(d);
+  if (procs) renderProcs();
+  if (logs) renderLog();
+}
+
+function renderGraphs(d) {
   const st = store(S.range);
   const to = Date.now() - skew;
   for (const def of GRAPHS) {
@@ -743,8 +819,6 @@ function render() {
     if (def.id === 'disk') show('card-disk', any || !!(d && d.disks && d.disks.length));
   }
   renderEvents(to);
-  renderProcs();
-  renderLog();
 }
 
 function renderEvents(to) {
@@ -767,14 +841,17 @@ function renderEvents(to) {
 function renderTemps(d) {
   const temps = d.temperatures || [];
   const max = temps.length ? Math.max(...temps.map((t) => t.celsius)) : NaN;
-  const el = $('temp-max');
-  el.textContent = Number.isNaN(max) ? (d.temperatures ? 'no sensors' : '–') : max.toFixed(1) + ' °C';
-  el.className = 'big ' + (Number.isNaN(max) ? '' : level(max, 70, 80));
+  setText('temp-max', Number.isNaN(max) ? (d.temperatures ? 'no sensors' : '–') : max.toFixed(1) + ' °C');
+  const el = $('temp-max'), cls = 'big ' + (Number.isNaN(max) ? '' : level(max, 70, 80));
+  if (el.className !== cls) el.className = cls;
   rows('temps', temps.map((t) => {
     const hotAt = t.critical ? Math.min(80, t.critical - 10) : 80;
     return [t.label, null, t.celsius.toFixed(1) + ' °C', level(t.celsius, hotAt - 10, hotAt)];
   }), false);
   const pi = $('pi');
+  const key = JSON.stringify(d.pi || null);
+  if (pi.dataset.key === key) return;
+  pi.dataset.key = key;
   const frag = document.createDocumentFragment();
   if (d.pi) {
     const names = { under_voltage: 'under-voltage', freq_capped: 'frequency capped', throttled: 'throttled', soft_temp_limit: 'soft temp limit' };
@@ -802,51 +879,78 @@ function renderNet(d) {
     i.rx_per_s === null ? '–' : `↓ ${fmtBytes(i.rx_per_s)}/s  ↑ ${fmtBytes(i.tx_per_s)}/s`, '']), false);
 }
 
+const PROC_CELLS = ['num', '', '', 'cmd', 'num', 'num', 'state'];
 function renderProcs() {
   const procs = S.procs.slice().sort((a, b) => (S.sort === 'rss' ? b.rss - a.rss : b.cpu - a.cpu || b.rss - a.rss));
-  const body = document.createDocumentFragment();
-  for (const p of procs) {
-    const tr = document.createElement('tr');
-    for (const [v, cls] of [[p.pid, 'num'], [p.user, ''], [p.name, ''], [p.cmd, 'cmd'],
-      [p.cpu.toFixed(1), 'num'], [fmtBytes(p.rss), 'num'], [p.state, 'state']]) {
-      const td = document.createElement('td');
-      td.textContent = v; if (cls) td.className = cls; td.title = String(v);
-      tr.appendChild(td);
+  const tbody = $('procs').tBodies[0];
+  // Rows are reused: a cell is written only when its text changed.
+  while (tbody.rows.length > procs.length) tbody.lastChild.remove();
+  procs.forEach((p, k) => {
+    let tr = tbody.rows[k];
+    if (!tr) {
+      tr = document.createElement('tr');
+      for (const cls of PROC_CELLS) { const td = document.createElement('td'); if (cls) td.className = cls; tr.appendChild(td); }
+      tbody.appendChild(tr);
     }
-    body.appendChild(tr);
-  }
-  $('procs').tBodies[0].replaceChildren(body);
+    [p.pid, p.user, p.name, p.cmd, p.cpu.toFixed(1), fmtBytes(p.rss), p.state].forEach((v, i) => {
+      const td = tr.cells[i], t = String(v);
+      if (td.textContent !== t) { td.textContent = t; td.title = t; }
+    });
+  });
   for (const th of document.querySelectorAll('th.sort')) {
     const on = th.dataset.sort === S.sort;
     th.classList.toggle('sorted', on);
-    th.setAttribute('aria-sort', on ? 'descending' : 'none');
+    if (th.getAttribute('aria-sort') !== (on ? 'descending' : 'none')) th.setAttribute('aria-sort', on ? 'descending' : 'none');
   }
 }
 
-let shownLog = null;         // what the log view shows now, to skip identical redraws
+let logAtBottom = true;
+$('log').addEventListener('scroll', (e) => {
+  const pre = e.target;
+  logAtBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 30;
+}, { passive: true });
+
+/** What the log view holds: its topic and filter, and the id of its newest line. */
+let view = { topic: null, filter: null, last: 0 };
+
+/** Shows new lines by appending them (a text selection survives, the view is not rebuilt); a
+ * new topic, filter or clear rebuilds it. Paused, nothing is appended, but filter and clear
+ * still act on what is shown. */
 function renderLog() {
   const log = S.logs.get(S.logTopic);
-  const st = $('log-status');
-  if (!S.follow) {
-    st.textContent = S.pendingWhilePaused ? `paused · ${S.pendingWhilePaused} new line(s)` : 'paused';
-    return;
-  }
-  st.textContent = '';
   const lines = log ? log.lines : [];
   const f = S.filter.toLowerCase();
-  const shown = (f ? lines.filter((l) => l.t.toLowerCase().includes(f)) : lines).slice(-LOG_SHOW);
-  const key = shown.length + '|' + (shown.length ? shown[shown.length - 1].t : '') + '|' + f + '|' + S.logTopic + '|' + lines.length;
-  if (key === shownLog) return;
-  shownLog = key;
-  const pre = $('log');
-  const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 30;
-  const frag = document.createDocumentFragment();
-  for (const l of shown) {
-    if (l.cls) { const s = document.createElement('span'); s.className = l.cls; s.textContent = l.t + '\n'; frag.appendChild(s); }
-    else frag.appendChild(document.createTextNode(l.t + '\n'));
+  const upTo = S.follow ? Infinity : S.pausedAt;
+  if (S.follow) setText('log-status', '');
+  else {
+    const pending = lines.filter((l) => l.id > S.pausedAt).length;
+    setText('log-status', pending ? `paused · ${pending} new line(s)` : 'paused');
   }
-  pre.replaceChildren(frag);
-  if (atBottom) pre.scrollTop = pre.scrollHeight;
+  const pre = $('log');
+  const match = (l) => l.id <= upTo && (!f || l.t.toLowerCase().includes(f));
+  let add;
+  if (view.topic !== S.logTopic || view.filter !== f) {
+    pre.replaceChildren();
+    add = lines.filter(match).slice(-LOG_SHOW);
+  } else {
+    add = [];
+    for (let i = lines.length - 1; i >= 0 && lines[i].id > view.last; i--) if (match(lines[i])) add.push(lines[i]);
+    add.reverse();
+  }
+  view = { topic: S.logTopic, filter: f, last: Math.max(view.topic === S.logTopic ? view.last : 0, ...add.map((l) => l.id)) };
+  if (!add.length) return;
+  const frag = document.createDocumentFragment();
+  for (const l of add) {
+    const s = document.createElement('span');
+    if (l.cls) s.className = l.cls;
+    s.textContent = l.t + '\n';
+    frag.appendChild(s);
+  }
+  pre.appendChild(frag);
+  for (let extra = pre.childNodes.length - LOG_SHOW; extra > 0; extra--) pre.firstChild.remove();
+  // Kept at the bottom only if the reader was there (known from scroll events, so reading it
+  // forces no layout); a reader scrolled up keeps their place.
+  if (logAtBottom) pre.scrollTop = pre.scrollHeight;
 }
 
 // ---- controls ------------------------------------------------------------------------------------
@@ -867,15 +971,23 @@ for (const b of document.querySelectorAll('#ranges button')) {
   });
 }
 $('retry').addEventListener('click', retryNow);
-$('log-source').addEventListener('change', (e) => { S.logTopic = e.target.value; shownLog = null; syncSubscriptions(); dirty(); });
+$('log-source').addEventListener('change', (e) => { S.logTopic = e.target.value; syncSubscriptions(); dirty(); });
 $('log-follow').addEventListener('click', () => {
   S.follow = !S.follow;
   $('log-follow').textContent = S.follow ? 'Pause' : 'Follow';
-  if (S.follow) { S.pendingWhilePaused = 0; shownLog = null; }
+  $('log-follow').setAttribute('aria-pressed', String(!S.follow));
+  const log = S.logs.get(S.logTopic);
+  if (!S.follow) S.pausedAt = log ? log.nextId : 0;
   dirty();
 });
 $('log-filter').addEventListener('input', (e) => { S.filter = e.target.value; dirty(); });
-$('log-clear').addEventListener('click', () => { S.logs.delete(S.logTopic); S.pendingWhilePaused = 0; shownLog = null; dirty(); });
+$('log-clear').addEventListener('click', () => {
+  // The lines go; the position stays, so a resubscribe still resumes after the last one.
+  const log = S.logs.get(S.logTopic);
+  if (log) log.lines = [];
+  view.topic = null;
+  dirty();
+});
 
 /** Fills the log source picker from /api/topics. */
 async function loadSources() {
@@ -893,7 +1005,8 @@ async function loadSources() {
 
 // The graphs and the age shown in the header move on even when no frame arrives.
 setInterval(() => {
-  if (S.sysAt) dirty();
+  // Fresh samples redraw by themselves; the clock only moves a page that stopped getting them.
+  if (S.sysAt && Date.now() - S.sysAt > 1500) dirty('clock');
   if (ws && document.visibilityState === 'visible' && Date.now() - S.eventsAt > EVENTS_EVERY_MS) loadEvents();
 }, 1000);
 window.addEventListener('resize', dirty);

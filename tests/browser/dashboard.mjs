@@ -120,7 +120,7 @@ const browser = await chromium.launch({
 });
 
 const tests = [];
-const test = (name, fn) => tests.push({ name, fn });
+const test = (name, fn, ms = 90000) => tests.push({ name, fn, ms });
 
 test('the page loads without errors, shows the hostname, and CPU values move', async () => {
   const d = await startDaemon();
@@ -396,10 +396,36 @@ test('a line appended to a log file shows in the log viewer within 2 s', async (
     fs.appendFileSync(file, 'while paused\n');
     await waitFor('pending count', async () => /1 new line/.test(await text(page, '#log-status')), 3000);
     assert.equal((await text(page, '#log')).includes('while paused'), false);
+    // Paused, the filter and Clear still act on what is shown.
+    await page.fill('#log-filter', 'appended');
+    await waitFor('filtered while paused', async () => !(await text(page, '#log')).includes('first line'));
+    assert.ok((await text(page, '#log')).includes(line));
+    await page.fill('#log-filter', '');
+    await waitFor('unfiltered while paused', async () => (await text(page, '#log')).includes('first line'));
+    assert.equal((await text(page, '#log')).includes('while paused'), false);
     await page.click('#log-follow');
     await waitFor('shown on resume', async () => (await text(page, '#log')).includes('while paused'));
     await page.fill('#log-filter', 'first');
     await waitFor('filtered', async () => !(await text(page, '#log')).includes('while paused'));
+    await page.fill('#log-filter', '');
+    await waitFor('unfiltered', async () => (await text(page, '#log')).includes('while paused'));
+    // Following, a text selection survives new lines (they are appended, not the view rebuilt).
+    await page.evaluate(() => {
+      const r = document.createRange(); r.selectNodeContents(document.getElementById('log').firstChild);
+      getSelection().removeAllRanges(); getSelection().addRange(r);
+    });
+    fs.appendFileSync(file, 'ERROR: disk on fire\nwarning: smoke\n');
+    await waitFor('the error line', async () => (await text(page, '#log')).includes('smoke'));
+    // (A line is a block, so the selected text has no trailing newline.)
+    assert.equal((await page.evaluate(() => getSelection().toString())).trim(), 'first line', 'the selection was lost');
+    // Levels coloured where a line says one.
+    assert.equal(await page.evaluate(() => [...document.querySelectorAll('#log span')].find((s) => s.textContent.startsWith('ERROR')).className), 'lv-err');
+    assert.equal(await page.evaluate(() => [...document.querySelectorAll('#log span')].find((s) => s.textContent.startsWith('warning')).className), 'lv-warn');
+    // Clear empties the view; lines after it still come.
+    await page.click('#log-clear');
+    await waitFor('cleared', async () => (await text(page, '#log')) === '');
+    fs.appendFileSync(file, 'after clear\n');
+    await waitFor('a line after clear', async () => (await text(page, '#log')) === 'after clear\n');
     assert.deepEqual(page.problems, []);
   } finally {
     await context.close();
@@ -407,6 +433,58 @@ test('a line appended to a log file shows in the log viewer within 2 s', async (
     fs.rmSync(file, { force: true });
   }
 });
+
+test('numbered log lines show exactly once across a 70 s hidden tab and a daemon restart', async () => {
+  const file = path.join(os.tmpdir(), `edgemon-browser-resume-${process.pid}.log`);
+  let n = 0;
+  const write = (k) => { let t = ''; for (let i = 0; i < k; i++) t += `n${++n}\n`; fs.appendFileSync(file, t); };
+  fs.writeFileSync(file, '');
+  write(20);
+  let d = await startDaemon(['--log', `demo=${file}`]);
+  const port = d.port;
+  const context = await browser.newContext();
+  const numbers = async (page) => (await text(page, '#log')).split('\n').filter((l) => l);
+  const expectAll = async (page, what) => {
+    await waitFor(what, async () => (await numbers(page)).length >= n, 10000);
+    const got = await numbers(page);
+    const want = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+    assert.deepEqual(got, want, `${what}: every line once, in order`);
+  };
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('source listed', async () => (await page.locator('#log-source option[value="logs/demo"]').count()) === 1);
+    await page.selectOption('#log-source', 'logs/demo');
+    await expectAll(page, 'the first lines');
+    const setVisibility = (state) => page.evaluate((s) => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => s });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, state);
+    // Hidden for 70 s (longer than the hub linger, so the hub stops and its numbering starts
+    // again) while the log grows by 2 lines a second: 140 lines, more than the 100 a new hub keeps.
+    await setVisibility('hidden');
+    const t0 = Date.now();
+    while (Date.now() - t0 < 70000) { write(1); await new Promise((r) => setTimeout(r, 500)); }
+    assert.equal((await stats(d)).hubs.some((h) => h.topic === 'logs/demo'), false, 'the log hub outlived the hidden tab');
+    await setVisibility('visible');
+    await expectAll(page, 'after 70 s hidden');
+    // The daemon restarts while lines keep coming.
+    await stopDaemon(d);
+    write(30);
+    d = await startDaemon(['--log', `demo=${file}`], port);
+    await waitFor('retry offered', () => page.locator('#retry').isVisible(), 5000);
+    await page.click('#retry');
+    await waitFor('live again', async () => (await text(page, '#conn')) === 'live', 5000);
+    write(5);
+    await expectAll(page, 'after a daemon restart');
+    assert.equal((await text(page, '#log')).includes('missed'), false);
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+    fs.rmSync(file, { force: true });
+  }
+}, 150000);
 
 test('a hidden tab unsubscribes from processes and logs, and resubscribes when visible', async () => {
   const file = path.join(os.tmpdir(), `edgemon-browser-vis-${process.pid}.log`);
@@ -532,7 +610,7 @@ const chosen = tests.filter((t) => !process.env.ONLY || t.name.includes(process.
 for (const t of chosen) {
   const t0 = Date.now();
   try {
-    await Promise.race([t.fn(), new Promise((_, rej) => setTimeout(() => rej(new Error('test timed out after 90 s')), 90000))]);
+    await Promise.race([t.fn(), new Promise((_, rej) => setTimeout(() => rej(new Error(`test timed out after ${t.ms / 1000} s`)), t.ms))]);
     console.log(`ok   ${t.name} (${Date.now() - t0} ms)`);
   } catch (e) {
     failed++;
