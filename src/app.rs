@@ -71,6 +71,7 @@ impl App {
                 config.net_include.clone(),
                 config.net_exclude.clone(),
             ),
+            (config.alerts.clone(), config.alert_min_resolve),
         )?);
         let limits = Arc::new(Limits::new(
             config.max_connections,

@@ -74,6 +74,13 @@ pub struct Flags {
     /// do not report the interfaces matching this glob, besides the virtual ones (repeatable)
     #[argh(option)]
     pub net_exclude: Vec<String>,
+    /// an alert rule, NAME: METRIC OP VALUE [for DUR] [info|warning|critical]; one with the
+    /// name of a default replaces it (repeatable; see the README's Alerts)
+    #[argh(option)]
+    pub alert: Vec<String>,
+    /// drop the default alert rules (under-voltage, throttled, hot, disk full, memory low)
+    #[argh(switch)]
+    pub no_default_alerts: bool,
     /// threads running the daemon's tasks, see the README's Performance (default 1)
     #[argh(option, default = "String::from(\"1\")")]
     pub threads: String,
@@ -132,6 +139,11 @@ pub struct Config {
     pub net_include: Vec<String>,
     /// `--net-exclude` globs: interfaces not reported, besides the virtual ones.
     pub net_exclude: Vec<String>,
+    /// The alert rules in force (the defaults, replaced or dropped, and `--alert`).
+    pub alerts: Vec<crate::alerts::Rule>,
+    /// How long a condition must be false before its alert resolves, at least. Not a flag: tests
+    /// shorten it.
+    pub alert_min_resolve: Duration,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
     /// Threads running the executor (`--threads`).
@@ -310,6 +322,8 @@ impl Config {
         };
         let net_include = globs("--net-include", &f.net_include)?;
         let net_exclude = globs("--net-exclude", &f.net_exclude)?;
+        let alerts = crate::alerts::rule_set(&f.alert, !f.no_default_alerts)
+            .map_err(|(rule, why)| bad("--alert", format!("'{rule}': {why}")))?;
         Ok(Config {
             listen,
             max_connections,
@@ -337,6 +351,8 @@ impl Config {
             allow_hosts,
             net_include,
             net_exclude,
+            alerts,
+            alert_min_resolve: crate::alerts::MIN_RESOLVE,
             log_level,
             threads,
             head_timeout: Duration::from_secs(10),
@@ -428,25 +444,7 @@ fn name_value(flag: &'static str, s: &str) -> Result<(String, String), FlagError
     Ok((name.to_string(), value.to_string()))
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h` or bare seconds (`30`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let err = || format!("'{s}' is not a duration like 500ms, 30s, 5m, 1h or 30");
-    let n: u64 = num.parse().map_err(|_| err())?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(err)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(err)?),
-        _ => return Err(err()),
-    };
-    if d > Duration::from_secs(365 * 24 * 3600) {
-        return Err(format!("'{s}' is longer than a year"));
-    }
-    Ok(d)
-}
+pub use crate::duration::parse_duration;
 
 #[cfg(test)]
 mod tests {

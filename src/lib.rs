@@ -31,12 +31,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub(crate) mod codec;
 pub(crate) mod collect;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod duration;
 pub(crate) mod events;
 pub(crate) mod history;
 pub(crate) mod host;

@@ -1,12 +1,11 @@
 //! `GET /metrics`: Prometheus text exposition of the host (from the cached sample) and of the
 //! daemon's own counters. Built on request from cached figures; nothing is measured here.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::app::App;
-use crate::collect::SystemData;
 use crate::collect::disk::Disk;
+use crate::collect::{SystemData, unique};
 
 /// Exposition text for a scrape: host gauges from `data` (none before the first sample), then
 /// the daemon's own counters.
@@ -16,7 +15,34 @@ pub fn render(app: &App, data: Option<&SystemData>) -> String {
         host(&mut m, d);
     }
     daemon(&mut m, app);
+    alerts(&mut m, app);
     m.out
+}
+
+/// `edgemon_alert_firing`: 1 for each firing alert instance, 0 for one that is not (pending or
+/// ok); a rule on a metric this host cannot read has no sample. `target` is the sensor or mount,
+/// empty for a host-wide metric.
+fn alerts(m: &mut Metrics, app: &App) {
+    let instances = app.sampler.alerts_firing();
+    if instances.is_empty() {
+        return;
+    }
+    m.family(
+        "edgemon_alert_firing",
+        "gauge",
+        "1 while the alert fires on the target, else 0 (the rules: /api/alerts).",
+    );
+    for (name, severity, target, firing) in instances {
+        m.sample(
+            "edgemon_alert_firing",
+            &[
+                ("alert", &name),
+                ("severity", severity),
+                ("target", &target),
+            ],
+            f64::from(u8::from(firing)),
+        );
+    }
 }
 
 /// Writes metric families: each family's HELP and TYPE once, then its samples.
@@ -88,22 +114,6 @@ fn number(v: f64) -> String {
     } else {
         format!("{v}")
     }
-}
-
-/// Makes repeated label values unique (`acpitz`, `acpitz#2`): duplicate series are invalid.
-fn unique<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    names
-        .map(|n| {
-            let k = seen.entry(n).or_default();
-            *k += 1;
-            if *k == 1 {
-                n.to_string()
-            } else {
-                format!("{n}#{k}")
-            }
-        })
-        .collect()
 }
 
 /// Host gauges from one sample.

@@ -50,6 +50,7 @@ pub async fn route(app: &App, req: &Request, peer: IpAddr) -> Routed {
         "/api/system" => system(app).await,
         "/api/history" => history(app, req).await,
         "/api/events" => Response::json(200, app.sampler.events_json()),
+        "/api/alerts" => Response::json(200, app.sampler.alerts_json()),
         "/api/topics" => topics(app),
         "/metrics" => metrics(app).await,
         "/ws" if head => Response::needs_upgrade(),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::alerts::{self, Alerts};
 use crate::collect::own::{Own, OwnMeter};
 use crate::collect::{Collector, Details, SystemData};
 use crate::events::{self, Events};
@@ -88,6 +89,8 @@ struct Shared {
     boot_id: String,
     /// Whether the previous run stopped cleanly (`None`: no snapshot of it).
     previous_clean_stop: Option<bool>,
+    /// Every alert rule's state, stepped with each sample.
+    alerts: Mutex<Alerts>,
 }
 
 /// Handle to the sampler thread; dropping it stops and joins the thread.
@@ -111,13 +114,16 @@ impl Shared {
 
 impl Sampler {
     /// Starts the thread reading sysfs under `sys_root`; the first sample is ready 300 ms later.
-    /// `history_days` is how many days the 5 min tier keeps.
+    /// `history_days` is how many days the 5 min tier keeps; `rules` are evaluated on every
+    /// sample (a firing alert resolves after its condition has been false for `min_resolve` at
+    /// least, `alerts::MIN_RESOLVE` but in tests).
     pub fn start(
         history: Duration,
         history_days: u32,
         sys_root: PathBuf,
         keep: Keep,
         net_filter: crate::collect::net::Filter,
+        (rules, min_resolve): (Vec<alerts::Rule>, Duration),
     ) -> std::io::Result<Sampler> {
         let capacity = (history.as_secs() as usize).max(1);
         let capacities = history::capacities(history, history_days);
@@ -160,6 +166,10 @@ impl Sampler {
             }
         };
         ring.push(now, "daemon_start", "once", text);
+        // `daemon_restart`: only after a run that did not stop cleanly (a crash, the watchdog);
+        // an upgrade or `systemctl restart` stops cleanly first.
+        let unclean = (previous_clean_stop == Some(false)).then_some(now);
+        let alerts = Mutex::new(Alerts::new(rules, unclean, min_resolve));
         let shared = Arc::new(Shared {
             ring: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity,
@@ -176,6 +186,7 @@ impl Sampler {
             hostname,
             boot_id: boot,
             previous_clean_stop,
+            alerts,
         });
         let (wake, woken) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn({
@@ -286,6 +297,26 @@ impl Sampler {
         self.shared.previous_clean_stop
     }
 
+    /// `{"alerts":[…],"resolved":[…]}`: every rule's state (`GET /api/alerts`, topic `alerts`).
+    pub fn alerts_json(&self) -> String {
+        lock(&self.shared.alerts).to_json().to_string()
+    }
+
+    /// Rises whenever an alert's state changes.
+    pub fn alerts_version(&self) -> u64 {
+        lock(&self.shared.alerts).version()
+    }
+
+    /// `(name, severity, target, firing)` of every alert instance, for `/metrics`.
+    pub fn alerts_firing(&self) -> Vec<(String, &'static str, String, bool)> {
+        lock(&self.shared.alerts).firing()
+    }
+
+    /// The newest sample's `seq`.
+    pub fn newest_seq(&self) -> u64 {
+        self.shared.newest_seq.load(Ordering::SeqCst)
+    }
+
     /// Whether a producer is listening (the hub exists).
     pub fn has_listener(&self) -> bool {
         self.shared.watched()
@@ -355,15 +386,18 @@ fn run(
         let ts = unix_ms();
         lock(&shared.history).record(ts, &history::series_of(&data));
         shared.newest_seq.store(seq, Ordering::SeqCst);
-        if details != Details::None {
+        // Read every second: one small procfs file, and `oom_kills` alerts count from it.
+        let oom_total = events::read_oom_kills();
+        {
             let mut ev = lock(&shared.events);
-            if let Some(pi) = &data.pi {
+            if let Some(pi) = data.pi.as_ref().filter(|_| details != Details::None) {
                 ev.pi_flags(ts, pi);
             }
-            if let Some(n) = events::read_oom_kills() {
+            if let Some(n) = oom_total {
                 ev.oom_kills(ts, n);
             }
         }
+        step_alerts(shared, &data, alerts::Context { ts, oom_total });
         if now.duration_since(saved_runtime) >= SNAPSHOT_EVERY {
             saved_runtime = now;
             save(shared, &[keep.runtime.as_deref()], seq, false);
@@ -403,6 +437,25 @@ fn run(
         }
         // Here, off the executor: return memory freed by closed connections once churn settles.
         trim.tick_and_trim();
+    }
+}
+
+/// Evaluates the alert rules on a sample; each firing and resolve is logged and becomes an event.
+fn step_alerts(shared: &Shared, data: &SystemData, cx: alerts::Context) {
+    let changes = lock(&shared.alerts).step(data, &cx);
+    if changes.is_empty() {
+        return;
+    }
+    let mut ev = lock(&shared.events);
+    for c in &changes {
+        let text = c.text();
+        if c.state == "firing" {
+            log::warn!("{text}");
+        } else {
+            log::info!("{text}");
+        }
+        let state = if c.state == "firing" { "on" } else { "off" };
+        ev.push(cx.ts, "alert", state, &text);
     }
 }
 
@@ -512,6 +565,7 @@ mod tests {
             "/sys".into(),
             Keep::default(),
             Default::default(),
+            (Vec::new(), alerts::MIN_RESOLVE),
         )
         .unwrap();
         let rx = s.listen();

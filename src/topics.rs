@@ -27,6 +27,13 @@ pub const PROCESSES_PERIOD: Duration = Duration::from_secs(2);
 pub const TOP_PROCESSES: usize = 15;
 /// How often the `server` topic publishes.
 pub const SERVER_PERIOD: Duration = Duration::from_secs(2);
+/// Topic of the alert rules' states, published when one changes (checked every
+/// `ALERTS_CHECK`) and at least every `ALERTS_REFRESH` with fresh values.
+pub const ALERTS: &str = "alerts";
+/// How often the `alerts` producer looks for a changed state.
+pub const ALERTS_CHECK: Duration = Duration::from_secs(1);
+/// How often the `alerts` topic publishes when nothing changed (the values move on).
+pub const ALERTS_REFRESH: Duration = Duration::from_secs(10);
 /// Topic of padded frames published fast, only for tests and the benchmark (`Config::flood`).
 pub const FLOOD: &str = "test/flood";
 
@@ -109,6 +116,7 @@ impl Topics {
             SYSTEM.to_string(),
             PROCESSES.to_string(),
             SERVER.to_string(),
+            ALERTS.to_string(),
         ];
         v.extend(self.logs.keys().cloned());
         if self.flood.is_some() {
@@ -120,7 +128,7 @@ impl Topics {
     /// Whether `topic` can be subscribed.
     pub fn exists(&self, topic: &str) -> bool {
         // SECURITY: exact matches against configured names only; a topic never becomes a path.
-        matches!(topic, SYSTEM | PROCESSES | SERVER)
+        matches!(topic, SYSTEM | PROCESSES | SERVER | ALERTS)
             || self.logs.contains_key(topic)
             || (topic == FLOOD && self.flood.is_some())
     }
@@ -150,6 +158,15 @@ impl Topics {
     pub async fn backfill(&self, topic: &str) -> Backfill {
         match topic {
             SYSTEM => self.cached_system_history(),
+            // The state now, as one `data` frame; the producer's frames that follow are newer.
+            ALERTS => {
+                let seq = self.sampler.newest_seq();
+                let json = self.sampler.alerts_json();
+                Backfill {
+                    frames: vec![data_frame(ALERTS, seq, unix_ms(), &json)],
+                    covers_seq: seq,
+                }
+            }
             t if self.logs.contains_key(t) => {
                 let ring = lock(&self.rings).get(t).cloned();
                 match ring {
@@ -177,6 +194,7 @@ impl Catalog for Topics {
             ))),
             PROCESSES => Some(Box::pin(processes(self.scans.clone(), hub, running))),
             SERVER => Some(Box::pin(daemon_figures(self.daemon.clone(), hub, running))),
+            ALERTS => Some(Box::pin(alert_states(self.sampler.clone(), hub, running))),
             t if self.logs.contains_key(t) => {
                 let (ring, ready) = Ring::new(t);
                 let guard = RingEntry::insert(&self.rings, t, &ring);
@@ -311,6 +329,29 @@ async fn daemon_figures(daemon: Weak<dyn DaemonView>, hub: Weak<Hub>, _running: 
             hub.publish(seq, data_frame(SERVER, seq, unix_ms(), &data));
         }
         smol::stream::StreamExt::next(&mut timer).await;
+    }
+}
+
+/// Publishes the alerts' states (the `alerts` topic) when one changes and every
+/// `ALERTS_REFRESH` otherwise; a frame's `seq` is the sample it reflects, so a subscriber's
+/// backfill and the live frames never go back in time.
+async fn alert_states(sampler: Arc<Sampler>, hub: Weak<Hub>, _running: Running) {
+    let mut timer = smol::Timer::interval(ALERTS_CHECK);
+    // A new subscriber's backfill holds the state now: publish only what follows it.
+    let mut last = (sampler.alerts_version(), sampler.newest_seq());
+    let mut published = std::time::Instant::now();
+    loop {
+        smol::stream::StreamExt::next(&mut timer).await;
+        let Some(hub) = hub.upgrade() else { return };
+        let (version, seq) = (sampler.alerts_version(), sampler.newest_seq());
+        let due = version != last.0 || published.elapsed() >= ALERTS_REFRESH;
+        if !due || seq <= last.1 {
+            continue;
+        }
+        let data = sampler.alerts_json();
+        hub.publish(seq, data_frame(ALERTS, seq, unix_ms(), &data));
+        last = (version, seq);
+        published = std::time::Instant::now();
     }
 }
 

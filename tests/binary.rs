@@ -66,6 +66,20 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--no-such-flag"][..], "--no-such-flag"),
         (&["--listen"][..], "--listen"),
         (&["--token-file", "/etc/edgemon.token"][..], "--token-file"),
+        // A bad rule names the flag, the rule and what is wrong with it.
+        (
+            &["--alert", "busy: cpu >> 95"][..],
+            "--alert: 'busy: cpu >> 95': '>>' is not an operator",
+        ),
+        (
+            &["--alert", "hot: temp_max >= 80 for 1x"][..],
+            "'1x' is not a duration",
+        ),
+        (&["--alert", "x: gpu > 1"][..], "unknown metric 'gpu'"),
+        (
+            &["--alert", "x: cpu > 1 urgent"][..],
+            "'urgent' is not a severity",
+        ),
     ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -100,6 +114,8 @@ fn help_lists_every_contract_flag_and_exits_0() {
         "--allow-host",
         "--net-include",
         "--net-exclude",
+        "--alert",
+        "--no-default-alerts",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");

@@ -19,7 +19,7 @@ use serde::Serialize;
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 /// The `data` of a `system` frame.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct SystemData {
     /// CPU usage (and frequency, with details).
     pub cpu: Cpu,
@@ -49,7 +49,7 @@ impl SystemData {
 }
 
 /// CPU usage in percent.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Cpu {
     /// All cores together, 0-100.
     pub total: f32,
@@ -60,7 +60,7 @@ pub struct Cpu {
 }
 
 /// Load averages.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Load {
     /// Over one minute.
     pub one: f64,
@@ -71,7 +71,7 @@ pub struct Load {
 }
 
 /// RAM in bytes.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Memory {
     /// Installed.
     pub total: u64,
@@ -82,7 +82,7 @@ pub struct Memory {
 }
 
 /// Swap in bytes.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Swap {
     /// Configured.
     pub total: u64,
@@ -265,6 +265,23 @@ fn cpu_model(sys: &System) -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Makes repeated label values unique (`acpitz`, `acpitz#2`): duplicate series are invalid in
+/// Prometheus, and alerts track each instance by it.
+pub fn unique<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    names
+        .map(|n| {
+            let k = seen.entry(n).or_default();
+            *k += 1;
+            if *k == 1 {
+                n.to_string()
+            } else {
+                format!("{n}#{k}")
+            }
+        })
+        .collect()
 }
 
 /// The largest index at most `max` that falls on a character boundary of `s`.
