@@ -372,6 +372,9 @@ struct Track {
     value: f64,
 }
 
+/// A firing alert instance as kept in the snapshot: (rule name, target, firing since).
+pub type Firing = (String, Option<String>, u64);
+
 /// What changed in a step: an alert fired or resolved.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Change {
@@ -618,6 +621,39 @@ impl Alerts {
         }
         let resolved: Vec<&Resolved> = self.resolved.iter().rev().collect();
         serde_json::json!({ "alerts": list, "resolved": resolved })
+    }
+
+    /// The instances firing now, for the snapshot: a restart restores them as firing (and
+    /// notified), so it neither notifies them again nor forgets to notify their resolve.
+    pub fn firing_now(&self) -> Vec<Firing> {
+        self.watches
+            .iter()
+            .flat_map(|w| {
+                w.tracks
+                    .iter()
+                    .filter(|t| t.state == State::Firing)
+                    .map(|t| (w.rule.name.clone(), t.target.clone(), t.since))
+            })
+            .collect()
+    }
+
+    /// Marks what a snapshot says was firing as firing again (rules still configured only).
+    pub fn restore(&mut self, firing: &[Firing]) {
+        for (name, target, since) in firing {
+            let Some(w) = self.watches.iter_mut().find(|w| &w.rule.name == name) else {
+                continue;
+            };
+            if w.tracks.len() < MAX_TARGETS && !w.tracks.iter().any(|t| &t.target == target) {
+                w.tracks.push(Track {
+                    target: target.clone(),
+                    state: State::Firing,
+                    since: *since,
+                    false_since: None,
+                    value: w.rule.threshold,
+                });
+                self.version += 1;
+            }
+        }
     }
 
     /// `(name, severity, target, firing)` of every instance, for `/metrics`.
@@ -1245,6 +1281,34 @@ mod tests {
         a.step(&basic, &at(2_000));
         assert_eq!(a.version(), v);
         assert_eq!(states(&a), s);
+    }
+
+    #[test]
+    fn restored_firing_alerts_do_not_fire_again_and_still_resolve() {
+        let fs = Sysfs::new("restore");
+        fs.throttled("0x50005");
+        let mut a = Alerts::new(rules(&[DEFAULTS[0]]), None, Duration::from_secs(1));
+        assert_eq!(
+            brief(&a.step(&fs.sample(&[]), &at(1_000))),
+            [("under_voltage", "firing", None)]
+        );
+        let kept = a.firing_now();
+        assert_eq!(kept, [("under_voltage".to_string(), None, 1_000)]);
+        // The next run, from the snapshot: still on, so nothing new.
+        let mut b = Alerts::new(
+            rules(&[DEFAULTS[0], "gone: cpu > 1"]),
+            None,
+            Duration::from_secs(1),
+        );
+        b.restore(&kept);
+        b.restore(&[("no_such_rule".into(), None, 5)]);
+        assert!(b.step(&fs.sample(&[]), &at(60_000)).is_empty());
+        assert_eq!(states(&b)[0].1, "firing");
+        fs.throttled("0x50000");
+        b.step(&fs.sample(&[]), &at(61_000));
+        let c = b.step(&fs.sample(&[]), &at(62_500));
+        assert_eq!(brief(&c), [("under_voltage", "resolved", None)]);
+        assert_eq!(c[0].since, 1_000, "firing since the first run");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct App {
     pub changed: Arc<Changed>,
     /// When the daemon started, for uptime figures.
     pub started: Instant,
+    /// What became of alert notifications (sent, retried, failed, suppressed, dropped).
+    pub notify_counters: Arc<crate::deliver::Counters>,
     /// Where tasks are spawned; weak so no task keeps the executor (and so itself) alive. Reached
     /// only through [`App::spawn`].
     ex: Weak<Executor<'static>>,
@@ -59,6 +61,8 @@ impl App {
         shutdown: Receiver<()>,
     ) -> io::Result<Arc<App>> {
         let changed = Arc::new(Changed::new());
+        let notify_counters = Arc::new(crate::deliver::Counters::default());
+        let outbox = start_delivery(&config, ex, &notify_counters);
         let sampler = Arc::new(Sampler::start(
             config.history,
             config.history_days,
@@ -71,7 +75,11 @@ impl App {
                 config.net_include.clone(),
                 config.net_exclude.clone(),
             ),
-            (config.alerts.clone(), config.alert_min_resolve),
+            crate::sampler::AlertSetup {
+                rules: config.alerts.clone(),
+                min_resolve: config.alert_min_resolve,
+                outbox: outbox.clone(),
+            },
         )?);
         let limits = Arc::new(Limits::new(
             config.max_connections,
@@ -115,6 +123,7 @@ impl App {
                 shutdown,
                 changed,
                 started: Instant::now(),
+                notify_counters,
                 ex: Arc::downgrade(ex),
             }
         }))
@@ -186,6 +195,45 @@ fn notifier(changed: &Arc<Changed>) -> Box<dyn Fn() + Send + Sync> {
     Box::new(move || {
         changed.notify(usize::MAX);
     })
+}
+
+/// One delivery task per `--notify` target on `ex`, each with its bounded queue; the outbox
+/// the sampler thread posts alert changes to (`None` without targets).
+fn start_delivery(
+    config: &Config,
+    ex: &Arc<Executor<'static>>,
+    counters: &Arc<crate::deliver::Counters>,
+) -> Option<crate::deliver::Outbox> {
+    if config.notify.is_empty() {
+        return None;
+    }
+    let host = AllowedHosts::system_hostname()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "edgemon".into());
+    // The page a notification links to: a name the Host check admits.
+    let name = match config.allow_hosts.first() {
+        Some(h) => h.clone(),
+        None => format!("{host}.local"),
+    };
+    let board = crate::deliver::Board {
+        url: format!("http://{name}:{}/", config.listen.port()),
+        host,
+    };
+    let mut queues = Vec::new();
+    for t in &config.notify {
+        let (tx, rx) = async_channel::bounded(crate::deliver::QUEUE);
+        queues.push((t.to_string(), tx));
+        ex.spawn(crate::deliver::run_target(
+            t.clone(),
+            board.clone(),
+            rx,
+            counters.clone(),
+        ))
+        .detach();
+        log::info!("alerts: notifying {t}");
+    }
+    Some(crate::deliver::Outbox::new(queues, counters.clone()))
 }
 
 /// The configured log topics (`--log` files, then `--journal` units) by name.

@@ -81,6 +81,10 @@ pub struct Flags {
     /// drop the default alert rules (under-voltage, throttled, hot, disk full, memory low)
     #[argh(switch)]
     pub no_default_alerts: bool,
+    /// where alerts are sent: http://HOST/PATH (JSON POST), ntfy+http://HOST/TOPIC, or
+    /// file:/PATH of such URLs, one a line, not world-readable (repeatable)
+    #[argh(option)]
+    pub notify: Vec<String>,
     /// threads running the daemon's tasks, see the README's Performance (default 1)
     #[argh(option, default = "String::from(\"1\")")]
     pub threads: String,
@@ -144,6 +148,8 @@ pub struct Config {
     /// How long a condition must be false before its alert resolves, at least. Not a flag: tests
     /// shorten it.
     pub alert_min_resolve: Duration,
+    /// Where alert notifications go (`--notify`; its Debug shows only scheme and host).
+    pub notify: Vec<crate::deliver::Target>,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
     /// Threads running the executor (`--threads`).
@@ -353,6 +359,7 @@ impl Config {
             net_exclude,
             alerts,
             alert_min_resolve: crate::alerts::MIN_RESOLVE,
+            notify: crate::deliver::targets(&f.notify).map_err(|m| bad("--notify", m))?,
             log_level,
             threads,
             head_timeout: Duration::from_secs(10),

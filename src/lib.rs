@@ -38,6 +38,7 @@ pub(crate) mod codec;
 pub(crate) mod collect;
 pub mod config;
 pub(crate) mod connection;
+pub mod deliver;
 pub(crate) mod duration;
 pub(crate) mod events;
 pub(crate) mod history;

@@ -23,6 +23,15 @@ pub fn render(app: &App, data: Option<&SystemData>) -> String {
 /// ok); a rule on a metric this host cannot read has no sample. `target` is the sensor or mount,
 /// empty for a host-wide metric.
 fn alerts(m: &mut Metrics, app: &App) {
+    m.by_label(
+        (
+            "edgemon_notifications_total",
+            "counter",
+            "Alert notifications by result: sent, retried (an attempt failed), failed (gave up), suppressed (over 10 a minute), dropped (queue full).",
+        ),
+        "result",
+        app.notify_counters.list().map(|(r, n)| (r, n as f64)),
+    );
     let instances = app.sampler.alerts_firing();
     if instances.is_empty() {
         return;

@@ -28,6 +28,20 @@ pub const PERIOD: Duration = Duration::from_secs(1);
 const FIRST_SAMPLE: Duration = Duration::from_millis(300);
 /// How often the runtime snapshot (tmpfs) is written, besides at stop.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+/// How soon after an alert changed the runtime snapshot is written, at most.
+pub const ALERT_SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// The alert rules and where their changes go.
+#[derive(Clone, Debug)]
+pub struct AlertSetup {
+    /// The rules in force.
+    pub rules: Vec<alerts::Rule>,
+    /// A firing alert resolves after its condition has been false this long at least
+    /// (`alerts::MIN_RESOLVE` but in tests).
+    pub min_resolve: Duration,
+    /// The notification targets' queues, if any.
+    pub outbox: Option<crate::deliver::Outbox>,
+}
 
 /// Where the history is kept across restarts.
 #[derive(Clone, Debug, Default)]
@@ -114,16 +128,15 @@ impl Shared {
 
 impl Sampler {
     /// Starts the thread reading sysfs under `sys_root`; the first sample is ready 300 ms later.
-    /// `history_days` is how many days the 5 min tier keeps; `rules` are evaluated on every
-    /// sample (a firing alert resolves after its condition has been false for `min_resolve` at
-    /// least, `alerts::MIN_RESOLVE` but in tests).
+    /// `history_days` is how many days the 5 min tier keeps; the alert rules are evaluated on
+    /// every sample.
     pub fn start(
         history: Duration,
         history_days: u32,
         sys_root: PathBuf,
         keep: Keep,
         net_filter: crate::collect::net::Filter,
-        (rules, min_resolve): (Vec<alerts::Rule>, Duration),
+        setup: AlertSetup,
     ) -> std::io::Result<Sampler> {
         let capacity = (history.as_secs() as usize).max(1);
         let capacities = history::capacities(history, history_days);
@@ -134,13 +147,21 @@ impl Sampler {
         let host = serde_json::to_string(&described).expect("plain strings serialize");
         let now = unix_ms();
         let boot = events::boot_id();
-        let (tiers, mut ring, first_seq, previous_clean_stop, previous_boot) =
+        let (tiers, mut ring, first_seq, previous_clean_stop, previous_boot, firing) =
             match restore(&keep, &hostname, capacities) {
                 Some(s) => {
                     let ring = s.events_ring();
-                    (s.history, ring, s.seq, Some(s.clean_stop), Some(s.boot_id))
+                    let clean = Some(s.clean_stop);
+                    (s.history, ring, s.seq, clean, Some(s.boot_id), s.firing)
                 }
-                None => (History::new(capacities), Events::default(), 0, None, None),
+                None => (
+                    History::new(capacities),
+                    Events::default(),
+                    0,
+                    None,
+                    None,
+                    Vec::new(),
+                ),
             };
         // A reboot: a boot other than the snapshot's, or, with no snapshot, the host up for less
         // than 10 minutes (a restart within the same boot is not one, however early).
@@ -169,7 +190,10 @@ impl Sampler {
         // `daemon_restart`: only after a run that did not stop cleanly (a crash, the watchdog);
         // an upgrade or `systemctl restart` stops cleanly first.
         let unclean = (previous_clean_stop == Some(false)).then_some(now);
-        let alerts = Mutex::new(Alerts::new(rules, unclean, min_resolve));
+        let mut alerts = Alerts::new(setup.rules, unclean, setup.min_resolve);
+        // Firing (and notified) before the restart: not notified again.
+        alerts.restore(&firing);
+        let alerts = Mutex::new(alerts);
         let shared = Arc::new(Shared {
             ring: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity,
@@ -191,7 +215,17 @@ impl Sampler {
         let (wake, woken) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn({
             let shared = shared.clone();
-            move || run(collector, &shared, &woken, first_seq, &keep)
+            let outbox = setup.outbox;
+            move || {
+                run(
+                    collector,
+                    &shared,
+                    &woken,
+                    first_seq,
+                    &keep,
+                    outbox.as_ref(),
+                )
+            }
         })?;
         Ok(Sampler {
             shared,
@@ -341,8 +375,12 @@ fn run(
     woken: &mpsc::Receiver<()>,
     first_seq: u64,
     keep: &Keep,
+    outbox: Option<&crate::deliver::Outbox>,
 ) {
     let mut seq = first_seq;
+    // An alert changed since the runtime snapshot was written (saved within `ALERT_SAVE_EVERY`).
+    let mut alerts_unsaved = false;
+    let mut saved_alerts: Option<Instant> = None;
     let started = Instant::now();
     let mut saved_runtime = started;
     let mut saved_state = started;
@@ -397,9 +435,15 @@ fn run(
                 ev.oom_kills(ts, n);
             }
         }
-        step_alerts(shared, &data, alerts::Context { ts, oom_total });
-        if now.duration_since(saved_runtime) >= SNAPSHOT_EVERY {
+        alerts_unsaved |= step_alerts(shared, &data, alerts::Context { ts, oom_total }, outbox);
+        // The tmpfs snapshot also when an alert changed (at most every `ALERT_SAVE_EVERY`), so a
+        // crash right after a notification does not send it again after the restart.
+        let alert_save = alerts_unsaved
+            && saved_alerts.is_none_or(|t| now.duration_since(t) >= ALERT_SAVE_EVERY);
+        if alert_save || now.duration_since(saved_runtime) >= SNAPSHOT_EVERY {
             saved_runtime = now;
+            saved_alerts = Some(now);
+            alerts_unsaved = false;
             save(shared, &[keep.runtime.as_deref()], seq, false);
         }
         if let Some((dir, every)) = &keep.state
@@ -440,11 +484,17 @@ fn run(
     }
 }
 
-/// Evaluates the alert rules on a sample; each firing and resolve is logged and becomes an event.
-fn step_alerts(shared: &Shared, data: &SystemData, cx: alerts::Context) {
+/// Evaluates the alert rules on a sample; each firing and resolve is logged, becomes an event
+/// and goes to the notification targets' queues. Whether anything changed.
+fn step_alerts(
+    shared: &Shared,
+    data: &SystemData,
+    cx: alerts::Context,
+    outbox: Option<&crate::deliver::Outbox>,
+) -> bool {
     let changes = lock(&shared.alerts).step(data, &cx);
     if changes.is_empty() {
-        return;
+        return false;
     }
     let mut ev = lock(&shared.events);
     for c in &changes {
@@ -456,7 +506,11 @@ fn step_alerts(shared: &Shared, data: &SystemData, cx: alerts::Context) {
         }
         let state = if c.state == "firing" { "on" } else { "off" };
         ev.push(cx.ts, "alert", state, &text);
+        if let Some(o) = outbox {
+            o.post(c);
+        }
     }
+    true
 }
 
 /// The newest snapshot that decodes among the runtime and state directories; a file that does
@@ -503,6 +557,7 @@ fn save(shared: &Shared, dirs: &[Option<&std::path::Path>], seq: u64, clean_stop
         return;
     }
     let bytes = {
+        let firing = lock(&shared.alerts).firing_now();
         let history = lock(&shared.history);
         let events = lock(&shared.events);
         let snap = SnapshotRef {
@@ -513,6 +568,7 @@ fn save(shared: &Shared, dirs: &[Option<&std::path::Path>], seq: u64, clean_stop
             clean_stop,
             history: &history,
             events: &events,
+            firing: &firing,
         };
         snap.encode()
     };
@@ -565,7 +621,11 @@ mod tests {
             "/sys".into(),
             Keep::default(),
             Default::default(),
-            (Vec::new(), alerts::MIN_RESOLVE),
+            AlertSetup {
+                rules: Vec::new(),
+                min_resolve: alerts::MIN_RESOLVE,
+                outbox: None,
+            },
         )
         .unwrap();
         let rx = s.listen();

@@ -40,8 +40,10 @@ pub struct Server {
 
 impl Server {
     /// Binds the listening socket and starts the sampler thread.
-    pub fn bind(config: Config) -> io::Result<Server> {
+    pub fn bind(mut config: Config) -> io::Result<Server> {
         let listener = Async::<TcpListener>::bind(config.listen)?;
+        // The address actually bound (port 0 picks one): what notifications link to.
+        config.listen = listener.get_ref().local_addr()?;
         let ex = Arc::new(Executor::new());
         let (shutdown_tx, shutdown) = async_channel::bounded(1);
         let app = App::new(config, &ex, shutdown)?;

@@ -3,43 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-/// A sysfs tree with a Raspberry Pi throttle mask, removed on drop.
-struct Pi(PathBuf);
-
-impl Pi {
-    fn new(name: &str) -> Pi {
-        let root =
-            std::env::temp_dir().join(format!("edgemon-alerts-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("devices/platform/soc/soc:firmware")).unwrap();
-        let pi = Pi(root);
-        pi.mask("0x0");
-        pi
-    }
-
-    /// What the firmware reports (`vcgencmd get_throttled`'s bits).
-    fn mask(&self, m: &str) {
-        let path = self
-            .0
-            .join("devices/platform/soc/soc:firmware/get_throttled");
-        // Written whole and renamed, so the sampler never reads half a file.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{m}\n")).unwrap();
-        std::fs::rename(tmp, path).unwrap();
-    }
-}
-
-impl Drop for Pi {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The state of `name` in an `alerts` document.
 fn state_of(doc: &Value, name: &str) -> String {
@@ -73,7 +40,7 @@ fn firing_line(metrics: &str, alert: &str) -> Option<String> {
 
 #[test]
 fn under_voltage_fires_and_resolves_on_the_topic_the_api_the_events_and_metrics() {
-    let pi = Pi::new("uv");
+    let pi = PiSysfs::new("uv");
     let mut c = config();
     c.sys_root = pi.0.clone();
     c.alert_min_resolve = Duration::from_secs(1);

@@ -116,6 +116,7 @@ fn help_lists_every_contract_flag_and_exits_0() {
         "--net-exclude",
         "--alert",
         "--no-default-alerts",
+        "--notify",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");

@@ -473,3 +473,36 @@ pub fn flood(
     });
     (t, cut_off)
 }
+
+/// A sysfs tree holding a Raspberry Pi's throttle mask (`get_throttled`), for the Pi readers and
+/// alerts; removed on drop.
+pub struct PiSysfs(pub std::path::PathBuf);
+
+impl PiSysfs {
+    /// A tree under the temp directory, its mask 0 (healthy).
+    pub fn new(name: &str) -> PiSysfs {
+        let root = std::env::temp_dir().join(format!("edgemon-pi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("devices/platform/soc/soc:firmware")).unwrap();
+        let pi = PiSysfs(root);
+        pi.mask("0x0");
+        pi
+    }
+
+    /// What the firmware reports (`vcgencmd get_throttled`'s bits), written whole and renamed
+    /// so the sampler never reads half a file.
+    pub fn mask(&self, m: &str) {
+        let path = self
+            .0
+            .join("devices/platform/soc/soc:firmware/get_throttled");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{m}\n")).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+    }
+}
+
+impl Drop for PiSysfs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
