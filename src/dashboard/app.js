@@ -121,6 +121,7 @@ const S = {
   stores: new Map(),         // range -> Store
   pending: null,             // a history answer arriving in parts: {range, step, ts, series, parts, got}
   events: [], eventsAt: 0,
+  alerts: null,              // the `alerts` topic's data: {alerts: [...], resolved: [...]}
   hover: null,               // {ts} while a pointer is over a graph
   procs: [], sort: 'cpu',
   logs: new Map(),           // topic -> {lines: [{id, t, cls}], nextId, pos}
@@ -146,7 +147,9 @@ const subscribed = new Set();
 
 /** Topics this tab wants now: processes and logs only while visible. */
 function wanted() {
-  const t = new Set(['system']);
+  // Alerts stay subscribed while hidden too (a frame every 10 s at most): the tab's title says
+  // when one fires.
+  const t = new Set(['system', 'alerts']);
   if (document.visibilityState === 'visible') {
     t.add('processes');
     if (S.logTopic) t.add(S.logTopic);
@@ -304,6 +307,12 @@ function handle(m) {
       for (const st of S.stores.values()) if (st.fresh && !st.ts.length) st.fresh = false;
     }
     dirty('sys');
+  } else if (topic === 'alerts' && m.type === 'data') {
+    const before = firingKey();
+    S.alerts = m.data;
+    // A change of what fires is news now; fresh values alone wait for the next frame.
+    if (firingKey() !== before) { loadEvents(); dirty('alerts'); } else dirty('alerts-late');
+    titleNow();
   } else if (topic === 'processes' && m.type === 'data') {
     S.procs = m.data.processes || [];
     dirty('procs');
@@ -678,8 +687,9 @@ document.addEventListener('pointerdown', (e) => { if (S.hover && !(e.target inst
 
 // ---- rendering (at most once per animation frame) -----------------------------------------------
 
-// What changed since the last frame: 'sys' (a sample: cards, graphs), 'procs', 'log', 'clock'
-// (a second passed: ages, and graphs only when no sample moved them), or everything.
+// What changed since the last frame: 'sys' (a sample: cards, graphs), 'procs', 'log', 'alerts'
+// (what fires changed), 'alerts-late' (fresh values only), 'clock' (a second passed: ages, and
+// graphs only when no sample moved them), or everything.
 // Streamed changes (a log line, a process list) wait for the next sample's frame, at most a
 // second: while live the page draws about one frame a second, not one per message (each frame
 // costs a style, layout and paint pass whatever changed).
@@ -688,7 +698,7 @@ const need = new Set();
 function dirty(what = 'all') {
   need.add(what);
   if (framePending) return;
-  if ((what === 'log' || what === 'procs') && S.conn === 'live' && Date.now() - S.sysAt < 1000) {
+  if ((what === 'log' || what === 'procs' || what === 'alerts-late') && S.conn === 'live' && Date.now() - S.sysAt < 1000) {
     if (!deferTimer) deferTimer = setTimeout(() => { deferTimer = 0; dirty('tick'); }, 1000);
     return;
   }
@@ -751,20 +761,88 @@ function hostFacts(h) {
     .filter(known).join(' · ');
 }
 
+/** The firing alert instances, worst first. */
+const SEVERITY = { critical: 0, warning: 1, info: 2 };
+function firing() {
+  return ((S.alerts && S.alerts.alerts) || []).filter((a) => a.state === 'firing')
+    .sort((a, b) => SEVERITY[a.severity] - SEVERITY[b.severity] || a.since - b.since);
+}
+const firingKey = () => firing().map((a) => a.name + '@' + (a.target || '')).join('|');
+
+/** The tab's title: the host, with the number of firing alerts first (seen in the tab strip,
+ * also while the tab is hidden). */
+function titleNow() {
+  const n = firing().length;
+  const t = (n ? `(${n}) ` : '') + (S.host ? `${S.host.hostname} · edgemon` : 'edgemon');
+  if (document.title !== t) document.title = t;
+}
+
+const fmtValue = (v) => (v === null || v === undefined ? '–' : String(Math.round(v * 100) / 100));
+
+/** The banner (firing alerts) and the alerts card (every rule and its state). */
+function renderAlerts() {
+  const list = (S.alerts && S.alerts.alerts) || [];
+  const on = firing();
+  const banner = $('alert-banner');
+  show('alert-banner', on.length > 0);
+  const worst = on.length ? on[0].severity : '';
+  if (banner.className !== worst) banner.className = worst;
+  const shown = on.slice(0, 3);
+  const bkey = shown.map((a) => [a.name, a.target, a.since, fmtValue(a.value)].join(' ')).join('|') + on.length;
+  if (banner.dataset.key !== bkey) {
+    banner.dataset.key = bkey;
+    banner.replaceChildren(...shown.map((a) => {
+      const p = document.createElement('p');
+      const sev = document.createElement('span'); sev.className = 'sev ' + a.severity; sev.textContent = a.severity;
+      const on = a.target ? ` on ${a.target}` : '';
+      p.append(sev, ` ${a.name} firing${on} since ${fmtWhen(a.since, '7d')}: ${fmtValue(a.value)} (${a.rule})`);
+      return p;
+    }));
+    if (on.length > shown.length) {
+      const p = document.createElement('p'); p.className = 'dim'; p.textContent = `and ${on.length - shown.length} more (Alerts below)`;
+      banner.appendChild(p);
+    }
+  }
+  show('card-alerts', list.length > 0);
+  const counts = {};
+  for (const a of list) counts[a.state] = (counts[a.state] || 0) + 1;
+  setText('alerts-sum', ['firing', 'pending', 'ok', 'unavailable'].filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(' · '));
+  // Firing first, then pending, ok, unavailable; each rule's instances together.
+  const ORDER = { firing: 0, pending: 1, ok: 2, unavailable: 3 };
+  const items = list.slice().sort((a, b) => ORDER[a.state] - ORDER[b.state]);
+  const ul = $('alerts');
+  const key = items.map((a) => [a.name, a.target, a.state, fmtValue(a.value)].join(' ')).join('|');
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key;
+  ul.replaceChildren(...items.map((a) => {
+    const li = document.createElement('li');
+    const name = document.createElement('span');
+    name.textContent = a.name + (a.target ? ` · ${a.target}` : '');
+    const st = document.createElement('span');
+    st.className = `st ${a.state} ${a.severity}`;
+    st.textContent = a.state === 'unavailable' ? 'unavailable' : `${a.state} · ${fmtValue(a.value)}`;
+    const rule = document.createElement('span'); rule.className = 'rule';
+    rule.textContent = a.state === 'unavailable' ? `${a.rule}: ${a.reason}` : a.rule;
+    li.append(name, st, rule);
+    return li;
+  }));
+}
+
 function render() {
   const all = need.has('all'), sys = all || need.has('sys');
   const procs = all || need.has('procs'), logs = all || need.has('log');
   // A second with no sample: the graphs still move on (and show the gap).
   const graphs = sys || (need.has('clock') && Date.now() - S.sysAt > 1500);
+  const alerts = all || need.has('alerts') || need.has('alerts-late');
   need.clear();
   if (document.visibilityState !== 'visible') return;
   const d = S.sys;
   if (S.host) {
     setText('host', S.host.hostname);
     setText('sysinfo', hostFacts(S.host));
-    const t = `${S.host.hostname} · edgemon`;
-    if (document.title !== t) document.title = t;
   }
+  titleNow();
+  if (alerts) renderAlerts();
   const conn = $('conn');
   if (conn.className !== 'conn ' + S.conn) conn.className = 'conn ' + S.conn;
   setText('conn', S.connText);

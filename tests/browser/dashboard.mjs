@@ -247,7 +247,8 @@ test('the range picker draws a synthetic week: 24 h with its gap, band and event
 test('text contrast is WCAG AA in both themes; screenshots at 375, 1280 and 1920 px', async () => {
   const file = path.join(os.tmpdir(), `edgemon-browser-shots-${process.pid}.log`);
   fs.writeFileSync(file, 'Dec  2 10:00:01 pi systemd[1]: Started edgemon.\nDec  2 10:00:02 pi kernel: usb 1-1: new device\n');
-  const d = await startDaemon(['--log', `demo=${file}`]);
+  // Two alerts that fire on any host, so the banner and the alerts card are checked too.
+  const d = await startDaemon(['--log', `demo=${file}`, '--alert', 'busy: cpu >= 0 warning', '--alert', 'roomy: memory_available_pct <= 100 critical']);
   try {
     for (const scheme of ['light', 'dark']) {
       const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: scheme });
@@ -258,6 +259,7 @@ test('text contrast is WCAG AA in both themes; screenshots at 375, 1280 and 1920
         await waitFor('source listed', async () => (await page.locator('#log-source option[value="logs/demo"]').count()) === 1);
         await page.selectOption('#log-source', 'logs/demo');
         await waitFor('the log', async () => (await text(page, '#log')).includes('Started edgemon'));
+        await waitFor('the alert banner', () => page.locator('#alert-banner').isVisible());
         const bad = await page.evaluate(contrastProblems);
         assert.deepEqual(bad, [], `${scheme}: text under 4.5:1`);
         for (const width of [375, 1280, 1920]) {
@@ -288,6 +290,34 @@ test('text contrast is WCAG AA in both themes; screenshots at 375, 1280 and 1920
   } finally {
     await stopDaemon(d);
     fs.rmSync(file, { force: true });
+  }
+});
+
+test('a firing alert shows in a banner, the alerts card, the tab title and the events', async () => {
+  const d = await startDaemon(['--alert', 'always: cpu >= 0 critical', '--alert', 'later: cpu >= 0 for 1h info']);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('the banner', () => page.locator('#alert-banner').isVisible());
+    const banner = await text(page, '#alert-banner');
+    assert.match(banner, /critical always firing since \S+ \S+: [\d.]+ \(cpu >= 0 critical\)/, banner);
+    assert.equal(await page.getAttribute('#alert-banner', 'role'), 'alert', 'announced to screen readers');
+    assert.equal(await page.getAttribute('#alert-banner', 'class'), 'critical');
+    assert.ok(!banner.includes('later'), 'a pending alert is not in the banner');
+    // The card lists every rule with its state: the defaults too (unavailable without a Pi).
+    const items = await page.locator('#alerts li').allTextContents();
+    assert.ok(items.some((t) => t.startsWith('always') && t.includes('firing')), items.join(' / '));
+    assert.ok(items.some((t) => t.startsWith('later') && t.includes('pending')), items.join(' / '));
+    assert.ok(items.some((t) => t.startsWith('under_voltage') && t.includes('unavailable') && t.includes('no Raspberry Pi')), items.join(' / '));
+    assert.match(await text(page, '#alerts-sum'), /1 firing · 1 pending/);
+    assert.match(await page.title(), /^\(1\) /);
+    // The firing became an event: listed in the events card (and marked on the graphs).
+    await waitFor('the alert event', async () => (await text(page, '#events')).includes('alert always (critical) firing'));
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
   }
 });
 
