@@ -37,7 +37,7 @@ pub(super) async fn idle_and_dashboard(r: &mut Report, plan: &Plan, d: &Proc) ->
     let cpu = cpu_over(pid, plan.window).await;
     r.check(
         "idle",
-        &format!("CPU, nobody connected, {secs} s"),
+        &format!("CPU, nobody connected (the default alert rules on), {secs} s"),
         cpu,
         "% core",
         Budget::AtMost(IDLE_CPU_PCT),
@@ -46,7 +46,7 @@ pub(super) async fn idle_and_dashboard(r: &mut Report, plan: &Plan, d: &Proc) ->
     );
     for (topics, gate) in [
         (&["system"][..], true),
-        (&["system", "processes", "server"][..], false),
+        (&["system", "processes", "alerts"][..], false),
     ] {
         let mut c = Client::connect(source_ip(0), d.addr, "/ws", None).await?;
         for t in topics {
