@@ -512,6 +512,81 @@ fn sighup_is_logged_and_the_daemon_keeps_serving_its_clients() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// `VALUE` as systemd reads `NAME="VALUE"` from an `EnvironmentFile` and then expands `$NAME`
+/// on its own in `ExecStart`: split at whitespace, quotes respected when splitting and removed
+/// afterwards (systemd.service(5), "Command lines"). Single and double quotes both group.
+fn systemd_split(value: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in value.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    assert!(quote.is_none(), "unclosed quote in {value}");
+    words.extend(word);
+    words
+}
+
+#[test]
+fn the_readmes_default_file_line_with_rules_starts_the_daemon_with_those_rules() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let defaults = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/edgemon.default"
+    ))
+    .unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("EDGEMON_ARGS=\"--alert '"))
+        .expect("the README's Alerts section shows an EDGEMON_ARGS line with a rule");
+    assert!(
+        defaults.contains(&format!("#   {line}")),
+        "edgemon.default shows the README's line: {line}"
+    );
+    // The file's NAME="VALUE": the double quotes go, the single quotes inside stay.
+    let value = line
+        .strip_prefix("EDGEMON_ARGS=\"")
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap();
+    let args = systemd_split(value);
+    assert_eq!(args.len(), 4, "{args:?}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(&args);
+    let alerts = get(d.addr, "/api/alerts").json();
+    let rule = |name: &str| {
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not among {alerts}"))["rule"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(rule("busy"), "cpu > 95 for 5m warning");
+    assert_eq!(
+        rule("hot"),
+        "temp_max >= 75 for 1m critical",
+        "the default 'hot' is replaced"
+    );
+    assert_eq!(
+        rule("under_voltage"),
+        "pi_under_voltage == 1 critical",
+        "the other defaults stay"
+    );
+}
+
 #[test]
 fn version_prints_the_package_version_and_exits_0() {
     let out = run(&["--version"]);
