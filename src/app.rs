@@ -220,12 +220,22 @@ fn start_delivery(
         url: format!("http://{name}:{}/", config.listen.port()),
         host,
     };
+    // Built once, shared by every https target; without CA certificates each https notification
+    // fails with the reason (the daemon still starts: plain http targets and all else work).
+    let tls = config.notify.iter().any(|t| t.tls).then(|| {
+        let tls = crate::deliver::tls_config();
+        if let Err(why) = &tls {
+            log::error!("notify: https targets cannot be reached: {why}");
+        }
+        tls
+    });
     let mut queues = Vec::new();
     for t in &config.notify {
         let (tx, rx) = async_channel::bounded(crate::deliver::QUEUE);
         queues.push((t.to_string(), tx));
         ex.spawn(crate::deliver::run_target(
             t.clone(),
+            tls.clone().filter(|_| t.tls),
             board.clone(),
             rx,
             counters.clone(),

@@ -81,7 +81,7 @@ pub struct Flags {
     /// drop the default alert rules (under-voltage, throttled, hot, disk full, memory low)
     #[argh(switch)]
     pub no_default_alerts: bool,
-    /// where alerts are sent: http://HOST/PATH (JSON POST), ntfy+http://HOST/TOPIC, or
+    /// where alerts are sent: http(s)://HOST/PATH (JSON POST), ntfy+http(s)://HOST/TOPIC, or
     /// file:/PATH of such URLs, one a line, not world-readable (repeatable)
     #[argh(option)]
     pub notify: Vec<String>,

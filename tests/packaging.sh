@@ -45,6 +45,7 @@ ok "dpkg-deb -c: binary, unit, conffile, README, copyright, changelog, edgemon(8
 
 info=$(dpkg-deb -I "$deb")
 grep -q '^ Depends: libc6' <<<"$info" || fail "Depends lacks libc6: $info"
+grep -q '^ Depends: .*ca-certificates' <<<"$info" || fail "Depends lacks ca-certificates (https notifications): $info"
 [ "$(dpkg-deb -f "$deb" Architecture)" = amd64 ] || fail "architecture"
 # Listed into variables first: `producer | grep -q` under pipefail fails whenever grep's early
 # exit cuts the producer off with SIGPIPE (it did, once in three runs, for "no postinst").
@@ -54,7 +55,7 @@ control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
 for script in postinst prerm postrm; do
   grep -qx "./$script" <<<"$control" || fail "no $script"
 done
-ok "dpkg-deb -I: Depends libc6, conffile /etc/default/edgemon, maintainer scripts"
+ok "dpkg-deb -I: Depends libc6 and ca-certificates, conffile /etc/default/edgemon, maintainer scripts"
 
 lintian --fail-on error "$deb" 2>&1 | grep -v 'root privileges' >/tmp/lintian.out || true
 if grep -q '^E:' /tmp/lintian.out; then
