@@ -135,6 +135,16 @@ impl Drop for CaFile {
     }
 }
 
+/// The real binary with one rule that fires at once on any host, notifying `urls`, with `env`
+/// (where it finds CA certificates).
+fn notifying(urls: &[String], env: &[(&str, &str)]) -> Daemon {
+    let mut args = vec!["--no-default-alerts", "--alert", "always: cpu >= 0 info"];
+    for u in urls {
+        args.extend(["--notify", u.as_str()]);
+    }
+    Daemon::start_with_env(&args, env)
+}
+
 fn metric(addr: SocketAddr, result: &str) -> String {
     let line = format!("edgemon_notifications_total{{result=\"{result}\"}}");
     get(addr, "/metrics")
@@ -154,16 +164,7 @@ fn an_https_receiver_with_a_trusted_certificate_gets_the_notification() {
     let file = CaFile::new(&ca, "trusted");
     let (addr, got) = receiver(server_cert(&ca, &["127.0.0.1"]));
     let url = format!("https://{addr}/api/webhook/s3cret");
-    let mut d = Daemon::start_with_env(
-        &[
-            "--no-default-alerts",
-            "--alert",
-            "always: cpu >= 0 info",
-            "--notify",
-            &url,
-        ],
-        &[("SSL_CERT_FILE", file.0.to_str().unwrap())],
-    );
+    let mut d = notifying(&[url], &[("SSL_CERT_FILE", file.0.to_str().unwrap())]);
     d.wait_line(Duration::from_secs(10), |l| l.contains("TLS trusts"));
     let body = got
         .recv_timeout(Duration::from_secs(20))
@@ -181,15 +182,7 @@ fn an_https_receiver_with_a_trusted_certificate_gets_the_notification() {
     );
     assert_eq!(metric(d.addr, "sent"), "1");
     assert_eq!(metric(d.addr, "tls_refused"), "0");
-    d.signal("TERM");
-    assert_eq!(
-        d.wait_exit(Duration::from_secs(6)).and_then(|s| s.code()),
-        Some(0)
-    );
-    assert!(
-        !d.log.join("\n").contains("s3cret"),
-        "the path is never logged"
-    );
+    stop_and_check_log(&mut d, "s3cret");
 }
 
 #[test]
@@ -199,18 +192,11 @@ fn a_certificate_for_another_name_or_from_an_unknown_ca_is_refused_and_counted()
     let file = CaFile::new(&trusted, "refused");
     let (wrong_name, got_a) = receiver(server_cert(&trusted, &["other.example"]));
     let (unknown_ca, got_b) = receiver(server_cert(&stranger, &["127.0.0.1"]));
-    let mut d = Daemon::start_with_env(
-        &[
-            "--no-default-alerts",
-            "--alert",
-            "always: cpu >= 0 info",
-            "--notify",
-            &format!("https://{wrong_name}/hook"),
-            "--notify",
-            &format!("ntfy+https://{unknown_ca}/topic"),
-        ],
-        &[("SSL_CERT_FILE", file.0.to_str().unwrap())],
-    );
+    let urls = [
+        format!("https://{wrong_name}/hook"),
+        format!("ntfy+https://{unknown_ca}/topic"),
+    ];
+    let mut d = notifying(&urls, &[("SSL_CERT_FILE", file.0.to_str().unwrap())]);
     let name = d.wait_line(Duration::from_secs(20), |l| {
         l.contains(&format!("notify https://{wrong_name}: not sent"))
     });
@@ -247,19 +233,11 @@ fn without_any_ca_certificate_https_targets_fail_with_the_reason_and_the_daemon_
     std::fs::write(&empty, "").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}/hook", listener.local_addr().unwrap());
-    let mut d = Daemon::start_with_env(
-        &[
-            "--no-default-alerts",
-            "--alert",
-            "always: cpu >= 0 info",
-            "--notify",
-            &url,
-        ],
-        &[
-            ("SSL_CERT_FILE", empty.to_str().unwrap()),
-            ("SSL_CERT_DIR", "/nonexistent"),
-        ],
-    );
+    let no_ca = [
+        ("SSL_CERT_FILE", empty.to_str().unwrap()),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let mut d = notifying(&[url], &no_ca);
     let line = d.wait_line(Duration::from_secs(10), |l| {
         l.contains("https targets cannot be reached")
     });

@@ -506,3 +506,23 @@ impl Drop for PiSysfs {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The keys of a JSON object, sorted (what a notification body must carry).
+pub fn sorted_keys(v: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Stops the daemon with SIGTERM, expects exit 0, and checks its log never held `secret`.
+pub fn stop_and_check_log(d: &mut Daemon, secret: &str) {
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(6)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(
+        !d.log.join("\n").contains(secret),
+        "the log shows '{secret}'"
+    );
+}
