@@ -1,6 +1,7 @@
 //! `--journal NAME=UNIT` against real journal files written by `systemd-journal-remote`, read with
 //! `journalctl -D`. Also checks the `journalctl` child exists only while the hub does and is
-//! reaped (no zombie). One test in this file, so no other test of this process spawns children.
+//! reaped (no zombie). The tests here take `ONE_AT_A_TIME`, so no other test of this process
+//! spawns `journalctl` children while one counts them.
 
 mod common;
 
@@ -14,6 +15,15 @@ use edgemon::Config;
 use serde_json::Value;
 
 const UNIT: &str = "edgemon-test.service";
+
+/// Held by each test of this file: they run one after the other (the child count of one would
+/// see the other's `journalctl`).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding it poisons it; the next still runs.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn journal_remote() -> Option<PathBuf> {
     [
@@ -95,6 +105,7 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
 #[test]
 #[ignore = "needs journalctl and systemd-journal-remote: run bash tests/all.sh"]
 fn journal_lines_follow_and_the_child_lives_only_with_the_hub() {
+    let _one = one_at_a_time();
     let (Some(tool), true) = (journal_remote(), Path::new("/usr/bin/journalctl").exists()) else {
         panic!(
             "the journal test needs journalctl (apt install systemd) and systemd-journal-remote \
@@ -168,6 +179,7 @@ fn journal_lines_follow_and_the_child_lives_only_with_the_hub() {
 #[test]
 #[ignore = "needs journalctl and systemd-journal-remote: run bash tests/all.sh"]
 fn a_journal_resumes_after_its_cursor_through_journalctl() {
+    let _one = one_at_a_time();
     let Some(tool) = journal_remote() else {
         panic!("needs systemd-journal-remote (bash tests/all.sh installs it as root)");
     };
