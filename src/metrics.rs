@@ -141,6 +141,26 @@ fn host(m: &mut Metrics, d: &SystemData) {
         "CPU busy time over the last second, 0-1.",
     );
     m.by_label(usage, "cpu", cpu);
+    if let Some(b) = &d.cpu.breakdown {
+        let family = (
+            "edgemon_cpu_mode_ratio",
+            "gauge",
+            "Share of all cores' time over the last second by mode, 0-1 (idle is the rest).",
+        );
+        let modes = [
+            ("user", b.user),
+            ("system", b.system),
+            ("iowait", b.iowait),
+            ("irq", b.irq),
+            ("softirq", b.softirq),
+            ("steal", b.steal),
+        ];
+        m.by_label(
+            family,
+            "mode",
+            modes.map(|(k, v)| (k, f64::from(v / 100.0))),
+        );
+    }
     if let Some(freq) = &d.cpu.freq_mhz {
         let family = (
             "edgemon_cpu_frequency_hertz",

@@ -4,6 +4,7 @@
 //! temperatures, Pi health, network, disks and CPU frequency ("details") every second while
 //! someone is watching and every 10 s otherwise (for the history), since they cost more.
 
+pub mod cpustat;
 pub mod disk;
 pub mod net;
 pub mod own;
@@ -57,6 +58,9 @@ pub struct Cpu {
     pub cores: Vec<f32>,
     /// Each core's current frequency in MHz, where the kernel exposes it (with details).
     pub freq_mhz: Option<Vec<u64>>,
+    /// Where all cores' time went since the previous sample (`/proc/stat`); `null` in the first
+    /// sample and where the file cannot be read.
+    pub breakdown: Option<cpustat::Breakdown>,
 }
 
 /// Load averages.
@@ -130,6 +134,8 @@ pub struct Collector {
     rates: net::Rates,
     /// Which interfaces are reported.
     net_filter: net::Filter,
+    /// The previous `/proc/stat` reading, for the CPU breakdown.
+    cpustat: cpustat::Meter,
     /// Where sysfs is (a fixture tree in tests).
     sys_root: PathBuf,
 }
@@ -150,6 +156,7 @@ impl Collector {
             components: None,
             rates: net::Rates::default(),
             net_filter,
+            cpustat: cpustat::Meter::default(),
             sys_root,
         })
     }
@@ -182,6 +189,7 @@ impl Collector {
                 total: round1(self.sys.global_cpu_usage()),
                 cores: self.sys.cpus().iter().map(|c| round1(c.usage())).collect(),
                 freq_mhz: None,
+                breakdown: self.cpustat.read(cpustat::PROC_STAT),
             },
             load: load.map(|l| Load {
                 one: l.one,

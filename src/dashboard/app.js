@@ -866,6 +866,11 @@ function render() {
     const freq = d.cpu.freq_mhz ? d.cpu.freq_mhz.reduce((s, f) => s + f, 0) / d.cpu.freq_mhz.length : 0;
     setText('load', (d.load ? `load ${d.load.one.toFixed(2)} (1 min) · ${d.load.five.toFixed(2)} (5 min) · ${d.load.fifteen.toFixed(2)} (15 min)` : '')
       + (freq ? ` · ${Math.round(freq)} MHz` : ''));
+    // Where the time went: the shares worth a glance (iowait on an SD card, steal on a VM).
+    const b = d.cpu.breakdown;
+    setText('cpu-modes', b ? ['user', 'system', 'iowait', 'irq', 'softirq', 'steal']
+      .filter((k) => k === 'user' || k === 'system' || b[k] >= 0.1)
+      .map((k) => `${k} ${b[k].toFixed(1)} %`).join(' · ') : '');
     const memPct = d.memory.total ? 100 * d.memory.used / d.memory.total : 0;
     setText('mem-pct', fmtPct(memPct));
     const swapPct = d.swap.total ? 100 * d.swap.used / d.swap.total : 0;

@@ -135,6 +135,7 @@ test('the page loads without errors, shows the hostname, and CPU values move', a
       assert.ok(facts.includes(part), `header facts lack ${part}: ${facts}`);
     }
     await waitFor('load labelled', async () => /\(1 min\).*\(5 min\).*\(15 min\)/.test(await text(page, '#load')));
+    await waitFor('the CPU breakdown', async () => /^user \d+\.\d % · system \d+\.\d %/.test(await text(page, '#cpu-modes')));
     // Burn some CPU (bounded) so the figures have something to show.
     const burner = spawn('timeout', ['6', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
     const first = await text(page, '#cores');
