@@ -169,7 +169,7 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
         port,
         path,
         userinfo,
-        shown: format!("{scheme}://{hostport}"),
+        shown,
     })
 }
 
@@ -285,61 +285,56 @@ pub const JSON_FIELDS: [&str; 10] = [
 
 /// The request for one notice to `t`: extra headers and the body.
 pub fn request(t: &Target, board: &Board, n: &Notice) -> (Vec<(&'static str, String)>, String) {
-    match (t.kind, n) {
-        (Kind::Json, Notice::Change(c)) => {
-            let body = serde_json::json!({
-                "alert": c.alert, "state": c.state, "severity": c.severity, "host": board.host,
-                "target": c.target, "value": c.value, "threshold": c.threshold, "op": c.op,
-                "since": c.since, "url": board.url,
-            });
-            (
-                vec![("Content-Type", "application/json".into())],
-                body.to_string(),
-            )
-        }
-        (Kind::Json, Notice::Suppressed(k)) => {
-            let body = serde_json::json!({
-                "alert": "suppressed", "state": "suppressed", "severity": Severity::Warning,
-                "host": board.host, "target": null, "value": k, "threshold": PER_MINUTE,
-                "op": ">", "since": crate::protocol::unix_ms(), "url": board.url,
-                "text": format!("{k} notification(s) suppressed: more than {PER_MINUTE} in a minute"),
-            });
-            (
-                vec![("Content-Type", "application/json".into())],
-                body.to_string(),
-            )
-        }
-        (Kind::Ntfy, Notice::Change(c)) => {
-            let firing = c.state == "firing";
-            let (priority, tag) = match (firing, c.severity) {
+    if t.kind == Kind::Json {
+        let headers = vec![("Content-Type", "application/json".into())];
+        return (headers, json_body(board, n).to_string());
+    }
+    let (title, priority, tag, text) = match n {
+        Notice::Change(c) => {
+            let (priority, tag) = match (c.state == "firing", c.severity) {
                 (false, _) => ("3", "white_check_mark"),
                 (true, Severity::Critical) => ("5", "rotating_light"),
                 (true, Severity::Warning) => ("4", "warning"),
                 (true, Severity::Info) => ("3", "information_source"),
             };
             let title = format!("{}: {} {}", board.host, c.alert, c.state);
-            (
-                vec![
-                    ("Title", title),
-                    ("Priority", priority.into()),
-                    ("Tags", format!("{tag},edgemon")),
-                    ("Click", board.url.clone()),
-                    ("Content-Type", "text/plain; charset=utf-8".into()),
-                ],
-                c.text(),
-            )
+            (title, priority, tag, c.text())
         }
-        (Kind::Ntfy, Notice::Suppressed(k)) => (
-            vec![
-                ("Title", format!("{}: notifications suppressed", board.host)),
-                ("Priority", "3".into()),
-                ("Tags", "mute,edgemon".into()),
-                ("Click", board.url.clone()),
-                ("Content-Type", "text/plain; charset=utf-8".into()),
-            ],
-            format!("{k} notification(s) suppressed: more than {PER_MINUTE} in a minute"),
-        ),
+        Notice::Suppressed(k) => {
+            let title = format!("{}: notifications suppressed", board.host);
+            (title, "3", "mute", suppressed_text(*k))
+        }
+    };
+    let headers = vec![
+        ("Title", title),
+        ("Priority", priority.into()),
+        ("Tags", format!("{tag},edgemon")),
+        ("Click", board.url.clone()),
+        ("Content-Type", "text/plain; charset=utf-8".into()),
+    ];
+    (headers, text)
+}
+
+/// The generic JSON body of a notice (`JSON_FIELDS`; a held-back batch adds its `text`).
+fn json_body(board: &Board, n: &Notice) -> serde_json::Value {
+    match n {
+        Notice::Change(c) => serde_json::json!({
+            "alert": c.alert, "state": c.state, "severity": c.severity, "host": board.host,
+            "target": c.target, "value": c.value, "threshold": c.threshold, "op": c.op,
+            "since": c.since, "url": board.url,
+        }),
+        Notice::Suppressed(k) => serde_json::json!({
+            "alert": "suppressed", "state": "suppressed", "severity": Severity::Warning,
+            "host": board.host, "target": null, "value": k, "threshold": PER_MINUTE,
+            "op": ">", "since": crate::protocol::unix_ms(), "url": board.url,
+            "text": suppressed_text(*k),
+        }),
     }
+}
+
+/// What a held-back batch says.
+fn suppressed_text(k: u64) -> String {
+    format!("{k} notification(s) suppressed: more than {PER_MINUTE} in a minute")
 }
 
 /// Header values come from host names and alert names (checked characters), but never let a

@@ -428,7 +428,8 @@ fn run(
         let oom_total = events::read_oom_kills();
         {
             let mut ev = lock(&shared.events);
-            if let Some(pi) = data.pi.as_ref().filter(|_| details != Details::None) {
+            // Present only in samples that read details.
+            if let Some(pi) = &data.pi {
                 ev.pi_flags(ts, pi);
             }
             if let Some(n) = oom_total {

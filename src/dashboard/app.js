@@ -794,8 +794,8 @@ function renderAlerts() {
     banner.replaceChildren(...shown.map((a) => {
       const p = document.createElement('p');
       const sev = document.createElement('span'); sev.className = 'sev ' + a.severity; sev.textContent = a.severity;
-      const on = a.target ? ` on ${a.target}` : '';
-      p.append(sev, ` ${a.name} firing${on} since ${fmtWhen(a.since, '7d')}: ${fmtValue(a.value)} (${a.rule})`);
+      const where = a.target ? ` on ${a.target}` : '';
+      p.append(sev, ` ${a.name} firing${where} since ${fmtWhen(a.since, '7d')}: ${fmtValue(a.value)} (${a.rule})`);
       return p;
     }));
     if (on.length > shown.length) {
