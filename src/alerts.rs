@@ -1068,7 +1068,7 @@ mod tests {
             },
             uptime: Some(86_400),
             temperatures: Some(thermal::thermal_zones(root)),
-            pi: pi::read(root),
+            pi: pi::read(root, None),
             network: Some(Vec::new()),
             disks: Some(
                 disks

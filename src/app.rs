@@ -183,6 +183,7 @@ impl DaemonView for App {
             "hubs": self.registry.stats(),
             "rss": own.rss,
             "cpu": own.cpu,
+            "written_bytes": own.written_bytes,
             "uptime": self.started.elapsed().as_secs(),
             "frames_sent": frames_sent,
         })

@@ -72,4 +72,5 @@ pub fn reencode_log_pos(s: &str) -> Option<String> {
     logs::Pos::parse(s).ok().map(|p| p.encode())
 }
 
+pub use history::budget_host_series;
 pub use snapshot::{check_snapshot, runtime_dir, seal_snapshot, synthetic_demo, synthetic_week};

@@ -274,6 +274,76 @@ fn host(m: &mut Metrics, d: &SystemData) {
             "interface",
             nets.iter().map(|n| (&n.name, n.tx_total as f64)),
         );
+        m.by_label(
+            (
+                "edgemon_network_errors_total",
+                "counter",
+                "Receive and transmit errors per interface.",
+            ),
+            "interface",
+            nets.iter().map(|n| (&n.name, n.errors_total as f64)),
+        );
+        m.by_label(
+            (
+                "edgemon_network_drops_total",
+                "counter",
+                "Packets dropped (in and out) per interface.",
+            ),
+            "interface",
+            nets.iter().map(|n| (&n.name, n.drops_total as f64)),
+        );
+        let wifi: Vec<_> = nets
+            .iter()
+            .filter_map(|n| n.wifi.map(|w| (&n.name, w)))
+            .collect();
+        if !wifi.is_empty() {
+            m.by_label(
+                (
+                    "edgemon_wifi_signal_dbm",
+                    "gauge",
+                    "Wi-Fi signal level (/proc/net/wireless).",
+                ),
+                "interface",
+                wifi.iter().map(|(n, w)| (n, f64::from(w.signal_dbm))),
+            );
+            m.by_label(
+                (
+                    "edgemon_wifi_quality_ratio",
+                    "gauge",
+                    "Wi-Fi link quality, 1 = full (link level of 70).",
+                ),
+                "interface",
+                wifi.iter().map(|(n, w)| (n, f64::from(w.quality) / 100.0)),
+            );
+        }
+    }
+    if let Some(io) = d.disk_io.as_ref().filter(|io| !io.is_empty()) {
+        m.by_label(
+            (
+                "edgemon_disk_read_bytes_total",
+                "counter",
+                "Bytes read per block device since boot (/proc/diskstats).",
+            ),
+            "device",
+            io.iter().map(|x| (&x.device, x.read_total as f64)),
+        );
+        m.by_label(
+            (
+                "edgemon_disk_written_bytes_total",
+                "counter",
+                "Bytes written per block device since boot: the wear an SD card takes.",
+            ),
+            "device",
+            io.iter().map(|x| (&x.device, x.written_total as f64)),
+        );
+    }
+    if let Some(fans) = d.fans.as_ref().filter(|f| !f.is_empty()) {
+        let labels = unique(fans.iter().map(|f| f.label.as_str()));
+        m.by_label(
+            ("edgemon_fan_rpm", "gauge", "Fan speed (hwmon fan*_input)."),
+            "fan",
+            labels.iter().zip(fans).map(|(l, f)| (l, f.rpm as f64)),
+        );
     }
     if let Some(disks) = &d.disks {
         for (name, help, value) in [
@@ -324,6 +394,12 @@ fn daemon(m: &mut Metrics, app: &App) {
             "gauge",
             "Resident memory of the daemon.",
             own.rss as f64,
+        ),
+        (
+            "edgemon_written_bytes_total",
+            "counter",
+            "Bytes the daemon caused to be written to block devices (0 without --state-dir).",
+            own.written_bytes as f64,
         ),
         (
             "edgemon_cpu_ratio",

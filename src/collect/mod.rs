@@ -4,8 +4,11 @@
 //! temperatures, Pi health, network, disks and CPU frequency ("details") every second while
 //! someone is watching and every 10 s otherwise (for the history), since they cost more.
 
+pub mod counters;
 pub mod cpustat;
 pub mod disk;
+pub mod diskio;
+pub mod hwmon;
 pub mod net;
 pub mod own;
 pub mod pi;
@@ -40,6 +43,10 @@ pub struct SystemData {
     pub network: Option<Vec<net::Interface>>,
     /// Mounted real filesystems; `null` when details were not sampled.
     pub disks: Option<Vec<disk::Disk>>,
+    /// I/O per whole block device; `null` when details were not sampled.
+    pub disk_io: Option<Vec<diskio::DiskIo>>,
+    /// Fans (hwmon `fan*_input`); `[]` without any, `null` when details were not sampled.
+    pub fans: Option<Vec<hwmon::Fan>>,
 }
 
 impl SystemData {
@@ -132,6 +139,10 @@ pub struct Collector {
     components: Option<sysinfo::Components>,
     /// Counter deltas for network rates.
     rates: net::Rates,
+    /// Counter deltas for disk I/O rates.
+    disk_rates: diskio::Rates,
+    /// The hwmon devices (fans, the Pi's under-voltage alarm).
+    hwmon: hwmon::Hwmon,
     /// Which interfaces are reported.
     net_filter: net::Filter,
     /// The previous `/proc/stat` reading, for the CPU breakdown.
@@ -155,6 +166,8 @@ impl Collector {
             disks: None,
             components: None,
             rates: net::Rates::default(),
+            disk_rates: diskio::Rates::default(),
+            hwmon: hwmon::Hwmon::new(sys_root.clone()),
             net_filter,
             cpustat: cpustat::Meter::default(),
             sys_root,
@@ -210,6 +223,8 @@ impl Collector {
             pi: None,
             network: None,
             disks: None,
+            disk_io: None,
+            fans: None,
         };
         match details {
             Details::None => {}
@@ -235,12 +250,20 @@ impl Collector {
         temps.extend(thermal::thermal_zones(&self.sys_root));
         data.temperatures = Some(temps);
 
-        data.pi = pi::read(&self.sys_root);
+        let now = Instant::now();
+        let rpi_volt = self.hwmon.find(now, "rpi_volt").map(|d| d.dir.clone());
+        data.pi = pi::read(&self.sys_root, rpi_volt.as_deref());
 
-        // One read of /proc/net/dev (sysinfo reads nine sysfs files per interface).
+        // One read of /proc/net/dev (sysinfo reads nine sysfs files per interface), and of
+        // /proc/net/wireless where there is Wi-Fi.
         let mut totals = net::read_totals(Path::new(net::PROC_NET_DEV));
-        totals.retain(|(name, _, _)| self.net_filter.keeps(name));
-        data.network = Some(self.rates.update(Instant::now(), totals));
+        totals.retain(|c| self.net_filter.keeps(&c.name));
+        let wifi = net::read_wireless(Path::new(net::PROC_NET_WIRELESS));
+        data.network = Some(self.rates.update(now, totals, &wifi));
+
+        let io = diskio::read(Path::new(diskio::PROC_DISKSTATS));
+        data.disk_io = Some(self.disk_rates.update(now, io));
+        data.fans = Some(self.hwmon.fans(now));
 
         let disks = self.disks.get_or_insert_with(|| {
             sysinfo::Disks::new_with_refreshed_list().unwrap_or_else(|_| empty_disks())
@@ -331,7 +354,7 @@ mod tests {
         ] {
             assert!(v.pointer(path).is_some(), "missing {path} in {v}");
         }
-        for detail in ["temperatures", "network", "disks", "pi"] {
+        for detail in ["temperatures", "network", "disks", "pi", "disk_io", "fans"] {
             assert!(v[detail].is_null(), "{detail} sampled without details");
         }
     }
@@ -348,10 +371,14 @@ mod tests {
         assert!(v["temperatures"].is_array());
         let nets = v["network"].as_array().unwrap();
         assert!(nets.iter().any(|i| i["name"] == "lo"), "{v}");
-        assert!(v["disks"].is_array());
+        assert!(v["disks"].is_array() && v["fans"].is_array());
+        assert!(v["disk_io"][0]["written_total"].is_u64(), "{v}");
         // The second detailed sample has rates.
         let v = serde_json::to_value(c.sample(Details::All)).unwrap();
         assert!(v["network"][0]["rx_per_s"].is_u64(), "{v}");
+        assert!(v["network"][0]["errors_per_s"].is_f64(), "{v}");
+        assert!(v["network"][0]["wifi"].is_null(), "lo has no Wi-Fi: {v}");
+        assert!(v["disk_io"][0]["write_per_s"].is_u64(), "{v}");
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! Network interfaces: bytes per second in and out (from counter deltas between samples) and totals.
+//! Network interfaces: bytes, errors and drops per second (from counter deltas between samples),
+//! totals, and the Wi-Fi link where there is one.
 
-use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
+
+use super::counters::{Deltas, tenths, whole};
 
 /// One interface.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -14,10 +17,20 @@ pub struct Interface {
     pub rx_per_s: Option<u64>,
     /// Bytes sent per second since the previous sample; `null` on the first sample.
     pub tx_per_s: Option<u64>,
+    /// Receive and transmit errors per second since the previous sample; `null` on the first.
+    pub errors_per_s: Option<f32>,
+    /// Packets dropped (in and out) per second since the previous sample; `null` on the first.
+    pub drops_per_s: Option<f32>,
+    /// Link quality and signal of a wireless interface; `null` for a wired one.
+    pub wifi: Option<Wifi>,
     /// Bytes received since boot.
     pub rx_total: u64,
     /// Bytes sent since boot.
     pub tx_total: u64,
+    /// Errors since boot.
+    pub errors_total: u64,
+    /// Drops since boot.
+    pub drops_total: u64,
 }
 
 /// Interfaces that are not the host's own links (loopback, containers, bridges, tunnels): not
@@ -77,68 +90,72 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 /// Turns counter totals into rates; remembers the previous reading.
 #[derive(Debug, Default)]
 pub struct Rates {
-    /// The previous reading.
-    prev: Option<(Instant, Totals)>,
+    /// rx bytes, tx bytes, errors, drops at the previous reading.
+    prev: Deltas<4>,
 }
 
-/// Each interface's (rx, tx) byte totals at one reading.
-type Totals = HashMap<String, (u64, u64)>;
-
-/// A gap longer than this starts over instead of averaging: readings come every second while
-/// someone watches and every 10 s otherwise (for the history), so this is only a long stall.
-const MAX_GAP_SECS: f64 = 15.0;
-
 impl Rates {
-    /// Computes rates for `totals` (name, rx total, tx total) read at `now`.
-    pub fn update(&mut self, now: Instant, totals: Vec<(String, u64, u64)>) -> Vec<Interface> {
-        let prev = self.prev.take().filter(|(at, _)| {
-            let gap = now.saturating_duration_since(*at).as_secs_f64();
-            gap > 0.0 && gap <= MAX_GAP_SECS
-        });
-        let rate = |now_total: u64, before: u64, at: Instant| {
-            let secs = now.saturating_duration_since(at).as_secs_f64();
-            // A counter that went backwards (interface re-created) gives no rate, not a huge one.
-            now_total
-                .checked_sub(before)
-                .map(|d| (d as f64 / secs).round() as u64)
-        };
-        let out = totals
+    /// Computes rates for `totals` read at `now`; `wifi` gives an interface's signal, if any.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        totals: Vec<Counters>,
+        wifi: &[(String, Wifi)],
+    ) -> Vec<Interface> {
+        let readings: Vec<(String, [u64; 4])> = totals
             .iter()
-            .map(|(name, rx, tx)| {
-                let before = prev
-                    .as_ref()
-                    .and_then(|(at, m)| m.get(name).map(|p| (*at, *p)));
-                Interface {
-                    name: name.clone(),
-                    rx_per_s: before.and_then(|(at, (r, _))| rate(*rx, r, at)),
-                    tx_per_s: before.and_then(|(at, (_, t))| rate(*tx, t, at)),
-                    rx_total: *rx,
-                    tx_total: *tx,
-                }
-            })
+            .map(|c| (c.name.clone(), [c.rx, c.tx, c.errors, c.drops]))
             .collect();
-        self.prev = Some((
-            now,
-            totals.into_iter().map(|(n, r, t)| (n, (r, t))).collect(),
-        ));
-        out
+        let rates = self.prev.update(now, &readings);
+        totals
+            .into_iter()
+            .zip(rates)
+            .map(|(c, r)| Interface {
+                wifi: wifi.iter().find(|(n, _)| *n == c.name).map(|(_, w)| *w),
+                rx_per_s: whole(r[0]),
+                tx_per_s: whole(r[1]),
+                errors_per_s: tenths(r[2]),
+                drops_per_s: tenths(r[3]),
+                rx_total: c.rx,
+                tx_total: c.tx,
+                errors_total: c.errors,
+                drops_total: c.drops,
+                name: c.name,
+            })
+            .collect()
     }
 }
 
 /// Where the kernel lists every interface's counters, one line each.
 pub const PROC_NET_DEV: &str = "/proc/net/dev";
+/// Where the kernel lists each wireless interface's link quality and signal.
+pub const PROC_NET_WIRELESS: &str = "/proc/net/wireless";
 
-/// Each interface's (name, received bytes, sent bytes) from `path` (`/proc/net/dev`), sorted by
-/// name; empty if unreadable.
-pub fn read_totals(path: &std::path::Path) -> Vec<(String, u64, u64)> {
+/// One interface's counters since boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters {
+    /// Interface name.
+    pub name: String,
+    /// Bytes received.
+    pub rx: u64,
+    /// Bytes sent.
+    pub tx: u64,
+    /// Receive and transmit errors.
+    pub errors: u64,
+    /// Packets dropped, received or sent.
+    pub drops: u64,
+}
+
+/// Each interface's counters from `path` (`/proc/net/dev`), sorted by name; empty if unreadable.
+pub fn read_totals(path: &Path) -> Vec<Counters> {
     std::fs::read_to_string(path)
         .map(|t| parse_totals(&t))
         .unwrap_or_default()
 }
 
-/// `/proc/net/dev`'s text: after two header lines, `NAME: rx_bytes rx_packets … (8 receive
-/// fields) tx_bytes …`. Malformed lines are skipped.
-pub fn parse_totals(text: &str) -> Vec<(String, u64, u64)> {
+/// `/proc/net/dev`'s text: after two header lines, `NAME: rx_bytes rx_packets rx_errs rx_drop
+/// … (8 receive fields) tx_bytes tx_packets tx_errs tx_drop …`. Malformed lines are skipped.
+pub fn parse_totals(text: &str) -> Vec<Counters> {
     let mut v: Vec<_> = text
         .lines()
         .skip(2)
@@ -148,17 +165,74 @@ pub fn parse_totals(text: &str) -> Vec<(String, u64, u64)> {
                 .split_whitespace()
                 .map(|x| x.parse().ok())
                 .collect::<Option<_>>()?;
-            Some((name.trim().to_string(), *f.first()?, *f.get(8)?))
+            if f.len() < 12 {
+                return None;
+            }
+            Some(Counters {
+                name: name.trim().to_string(),
+                rx: f[0],
+                tx: f[8],
+                errors: f[2] + f[10],
+                drops: f[3] + f[11],
+            })
         })
         .collect();
-    v.sort();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
     v
+}
+
+/// A wireless link as `/proc/net/wireless` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Wifi {
+    /// Link quality in % of `LINK_MAX`.
+    pub quality: u8,
+    /// Received signal level in dBm.
+    pub signal_dbm: i16,
+}
+
+/// The link value drivers report at full quality (`iwconfig` shows `Link Quality=70/70` for
+/// brcmfmac, the Pi's driver, and for iwlwifi, ath9k and rtl8xxxu alike); the maximum itself is
+/// only available through the wireless ioctls, which this reader avoids.
+pub const LINK_MAX: f32 = 70.0;
+
+/// Each wireless interface's link from `path` (`/proc/net/wireless`); empty without Wi-Fi (the
+/// file is absent when no wireless driver is loaded).
+pub fn read_wireless(path: &Path) -> Vec<(String, Wifi)> {
+    std::fs::read_to_string(path)
+        .map(|t| parse_wireless(&t))
+        .unwrap_or_default()
+}
+
+/// `/proc/net/wireless`'s text: after two header lines, `NAME: status link. level. noise. …`
+/// (the kernel prints a `.` after a value that was updated since the last read).
+pub fn parse_wireless(text: &str) -> Vec<(String, Wifi)> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let mut f = rest.split_whitespace().skip(1);
+            let mut num = || -> Option<f32> { f.next()?.trim_end_matches('.').parse().ok() };
+            let link = num()?;
+            let mut level = num()?;
+            // Old drivers print the level as an unsigned byte (216 for -40 dBm).
+            if level > 63.0 {
+                level -= 256.0;
+            }
+            let quality = (link / LINK_MAX * 100.0).round().clamp(0.0, 100.0) as u8;
+            Some((
+                name.trim().to_string(),
+                Wifi {
+                    quality,
+                    signal_dbm: level.round() as i16,
+                },
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn globs_match_whole_names_with_star_and_question_mark() {
@@ -212,53 +286,91 @@ mod tests {
         let text = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:  123456     100    0    0    0     0          0         0   123456     100    0    0    0     0       0          0
-  eth0: 9000 10 1 2 0 0 0 0 700 7 0 0 0 0 0 0
+  eth0: 9000 10 1 2 0 0 0 0 700 7 3 4 0 0 0 0
  wlan0: garbage
  eth0.100: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0
 ";
+        let c = |name: &str, rx, tx, errors, drops| Counters {
+            name: name.into(),
+            rx,
+            tx,
+            errors,
+            drops,
+        };
         assert_eq!(
             parse_totals(text),
             [
-                ("eth0".to_string(), 9000, 700),
-                ("eth0.100".to_string(), 5, 6),
-                ("lo".to_string(), 123456, 123456)
+                c("eth0", 9000, 700, 4, 6),
+                c("eth0.100", 5, 6, 0, 0),
+                c("lo", 123456, 123456, 0, 0)
             ]
         );
-        assert!(!read_totals(std::path::Path::new(PROC_NET_DEV)).is_empty());
+        assert!(!read_totals(Path::new(PROC_NET_DEV)).is_empty());
     }
 
     #[test]
-    fn rates_come_from_deltas_over_elapsed_time() {
+    fn rates_and_the_wifi_link_join_each_interface() {
         let mut r = Rates::default();
         let t0 = Instant::now();
-        let first = r.update(t0, vec![("eth0".into(), 1000, 500)]);
+        let c = |rx, errors| Counters {
+            name: "wlan0".into(),
+            rx,
+            tx: 0,
+            errors,
+            drops: 0,
+        };
+        let wifi = [(
+            "wlan0".to_string(),
+            Wifi {
+                quality: 50,
+                signal_dbm: -60,
+            },
+        )];
+        let first = r.update(t0, vec![c(1000, 7)], &wifi);
         assert_eq!(first[0].rx_per_s, None, "no rate without a previous sample");
-        assert_eq!(first[0].rx_total, 1000);
+        assert_eq!((first[0].rx_total, first[0].errors_total), (1000, 7));
         let second = r.update(
-            t0 + Duration::from_secs(2),
-            vec![("eth0".into(), 5000, 700)],
+            t0 + std::time::Duration::from_secs(10),
+            vec![c(5000, 8)],
+            &[],
         );
-        assert_eq!(second[0].rx_per_s, Some(2000));
-        assert_eq!(second[0].tx_per_s, Some(100));
+        assert_eq!(second[0].rx_per_s, Some(400));
+        assert_eq!(second[0].errors_per_s, Some(0.1));
+        assert_eq!(second[0].drops_per_s, Some(0.0));
+        assert_eq!(second[0].wifi, None);
+        assert_eq!(first[0].wifi, Some(wifi[0].1));
     }
 
     #[test]
-    fn a_long_gap_or_a_reset_counter_gives_no_rate() {
-        let mut r = Rates::default();
-        let t0 = Instant::now();
-        r.update(t0, vec![("eth0".into(), 1000, 500)]);
-        let after_gap = r.update(
-            t0 + Duration::from_secs(60),
-            vec![("eth0".into(), 9000, 900)],
+    fn wireless_links_read_quality_and_signal() {
+        // The layout the kernel prints (net/wireless/wext-proc.c), with an old driver's
+        // unsigned level on the second line.
+        let text =
+            "Inter-| sta-|   Quality        |   Discarded packets               | Missed | WE
+ face | tus | link level noise |  nwid  crypt   frag  retry   misc | beacon | 22
+ wlan0: 0000   56.  -54.  -256        0      0      0      0     12        0
+  wlp2: 0000   70   216    0          0      0      0      0      0        0
+ broken: 0000 x
+";
+        assert_eq!(
+            parse_wireless(text),
+            [
+                (
+                    "wlan0".to_string(),
+                    Wifi {
+                        quality: 80,
+                        signal_dbm: -54
+                    }
+                ),
+                (
+                    "wlp2".to_string(),
+                    Wifi {
+                        quality: 100,
+                        signal_dbm: -40
+                    }
+                ),
+            ]
         );
-        assert_eq!(after_gap[0].rx_per_s, None);
-        let reset = r.update(t0 + Duration::from_secs(61), vec![("eth0".into(), 10, 10)]);
-        assert_eq!(reset[0].rx_per_s, None);
-        let new_iface = r.update(
-            t0 + Duration::from_secs(62),
-            vec![("eth0".into(), 20, 20), ("wlan0".into(), 5, 5)],
-        );
-        assert_eq!(new_iface[0].rx_per_s, Some(10));
-        assert_eq!(new_iface[1].rx_per_s, None);
+        assert!(read_wireless(Path::new("/nonexistent/wireless")).is_empty());
     }
 }

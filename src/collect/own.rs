@@ -11,6 +11,9 @@ pub struct Own {
     pub rss: u64,
     /// CPU use since the previous reading, in percent of one core.
     pub cpu: f32,
+    /// Bytes the daemon caused to be written to block devices since it started
+    /// (`/proc/self/io` `write_bytes`; tmpfs is not a block device): 0 without `--state-dir`.
+    pub written_bytes: u64,
 }
 
 /// Clock ticks per second of `/proc/*/stat` times. USER_HZ is 100 on every Linux architecture's
@@ -43,9 +46,11 @@ impl OwnMeter {
             }
             None => 0.0,
         };
+        let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
         Some(Own {
             rss,
             cpu: super::round1(cpu),
+            written_bytes: parse_write_bytes(&io).unwrap_or(0),
         })
     }
 }
@@ -57,6 +62,13 @@ pub fn parse_rss_kib(status: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+/// `write_bytes:` of `/proc/PID/io`.
+pub fn parse_write_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// utime + stime (fields 14 and 15) of `/proc/PID/stat`. The command name (field 2) may contain
@@ -83,6 +95,10 @@ mod tests {
         let stat = "1234 (edge mon) (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 57 13 0 0 20 0 3 0 1";
         assert_eq!(parse_cpu_ticks(stat), Some(70));
         assert_eq!(parse_cpu_ticks("garbage"), None);
+        // The layout of /proc/self/io on this VM (`cat`, 2026-12-03), write_bytes made non-zero.
+        let io = "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 0\nread_bytes: 0\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n";
+        assert_eq!(parse_write_bytes(io), Some(4096));
+        assert_eq!(parse_write_bytes("rchar: 1\n"), None);
     }
 
     #[test]

@@ -64,12 +64,13 @@ pub fn parse_mask(text: &str) -> Option<u32> {
     u32::from_str_radix(hex, 16).ok()
 }
 
-/// Reads Pi health under `sys_root` (normally `/sys`); `None` when this is not a Pi.
-pub fn read(sys_root: &Path) -> Option<PiHealth> {
+/// Reads Pi health under `sys_root` (normally `/sys`), with `rpi_volt` the directory of the
+/// hwmon device of that name if there is one; `None` when this is not a Pi.
+pub fn read(sys_root: &Path, rpi_volt: Option<&Path>) -> Option<PiHealth> {
     let mask = std::fs::read_to_string(sys_root.join(THROTTLED))
         .ok()
         .and_then(|t| parse_mask(&t));
-    let alarm = under_voltage_alarm(sys_root);
+    let alarm = rpi_volt.and_then(under_voltage_alarm);
     match (mask, alarm) {
         (None, None) => None,
         (mask, alarm) => {
@@ -80,18 +81,10 @@ pub fn read(sys_root: &Path) -> Option<PiHealth> {
     }
 }
 
-/// `in0_lcrit_alarm` of the hwmon device named `rpi_volt`, if there is one.
-fn under_voltage_alarm(sys_root: &Path) -> Option<bool> {
-    let dir = std::fs::read_dir(sys_root.join("class/hwmon")).ok()?;
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let name = std::fs::read_to_string(path.join("name")).unwrap_or_default();
-        if name.trim() == "rpi_volt" {
-            let v = std::fs::read_to_string(path.join("in0_lcrit_alarm")).ok()?;
-            return Some(v.trim() == "1");
-        }
-    }
-    None
+/// `in0_lcrit_alarm` of the `rpi_volt` hwmon device in `dir`.
+fn under_voltage_alarm(dir: &Path) -> Option<bool> {
+    let v = std::fs::read_to_string(dir.join("in0_lcrit_alarm")).ok()?;
+    Some(v.trim() == "1")
 }
 
 #[cfg(test)]
@@ -196,7 +189,7 @@ mod tests {
     #[test]
     fn a_host_without_the_files_is_not_a_pi() {
         let root = fixture("none");
-        assert_eq!(read(&root), None);
+        assert_eq!(read(&root, None), None);
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -213,14 +206,14 @@ mod tests {
         fs::create_dir_all(&volt).unwrap();
         fs::write(volt.join("name"), "rpi_volt\n").unwrap();
         fs::write(volt.join("in0_lcrit_alarm"), "1\n").unwrap();
-        let h = read(&root).expect("a Pi");
+        let h = read(&root, Some(&volt)).expect("a Pi");
         assert!(h.under_voltage.now && h.throttled.since_boot);
         assert_eq!(h.under_voltage_alarm, Some(true));
 
         // Only the alarm (older firmware without get_throttled): still a Pi.
         fs::remove_file(fw.join("get_throttled")).unwrap();
         fs::write(volt.join("in0_lcrit_alarm"), "0\n").unwrap();
-        let h = read(&root).expect("a Pi");
+        let h = read(&root, Some(&volt)).expect("a Pi");
         assert_eq!(h.under_voltage_alarm, Some(false));
         assert_eq!(h.throttled_raw, None);
         fs::remove_dir_all(root).unwrap();

@@ -37,9 +37,10 @@ pub(super) async fn week(r: &mut Report, daemon: &Path, flags: &[String]) -> io:
     // The sampler's first readings and the allocator settle, as for the idle lines.
     smol::Timer::after(Duration::from_secs(3)).await;
     let pid = d.pid();
+    let series = edgemon::budget_host_series().len();
     r.check(
         "history",
-        "RSS with a full week of history (23 series, restored)",
+        &format!("RSS with a full week of history ({series} series, restored)"),
         procfs::rss_kib(pid) as f64 / MIB,
         "MiB",
         Budget::AtMost(WEEK_RSS_MIB),
