@@ -807,8 +807,8 @@ pub fn series_of(d: &SystemData) -> Vec<(String, f32)> {
         if let Some(e) = n.drops_per_s {
             v.push((format!("net.{name}.drops_per_s"), e));
         }
-        if let Some(w) = &n.wifi {
-            v.push((format!("net.{name}.signal_dbm"), f32::from(w.signal_dbm)));
+        if let Some(dbm) = n.wifi.and_then(|w| w.signal_dbm) {
+            v.push((format!("net.{name}.signal_dbm"), f32::from(dbm)));
         }
     }
     for disk in d.disks.iter().flatten() {

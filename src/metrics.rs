@@ -304,13 +304,14 @@ fn host(m: &mut Metrics, d: &SystemData) {
                     "Wi-Fi signal level (/proc/net/wireless).",
                 ),
                 "interface",
-                wifi.iter().map(|(n, w)| (n, f64::from(w.signal_dbm))),
+                wifi.iter()
+                    .filter_map(|(n, w)| Some((n, f64::from(w.signal_dbm?)))),
             );
             m.by_label(
                 (
                     "edgemon_wifi_quality_ratio",
                     "gauge",
-                    "Wi-Fi link quality, 1 = full (link level of 70).",
+                    "Wi-Fi link quality, 1 = full.",
                 ),
                 "interface",
                 wifi.iter().map(|(n, w)| (n, f64::from(w.quality) / 100.0)),

@@ -19,9 +19,9 @@ pub const MAX_DEVICES: usize = 16;
 const SECTOR: u64 = 512;
 
 /// Devices that are not storage that wears or that repeat another device's I/O: loop files,
-/// RAM disks, compressed swap in RAM, device-mapper and software RAID (their I/O is counted
-/// again on the disks below them).
-const SKIPPED: [&str; 5] = ["loop", "ram", "zram", "dm-", "md"];
+/// RAM disks, compressed swap in RAM, floppies and optical drives, device-mapper and software
+/// RAID (their I/O is counted again on the disks below them).
+const SKIPPED: [&str; 7] = ["loop", "ram", "zram", "fd", "sr", "dm-", "md"];
 
 /// One device's I/O.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -171,6 +171,24 @@ mod tests {
         assert_eq!((v[0].read_bytes, v[0].written_bytes), (4096, 8192));
         assert!(!read(Path::new(PROC_DISKSTATS)).is_empty());
         assert!(read(Path::new("/nonexistent/diskstats")).is_empty());
+    }
+
+    #[test]
+    fn an_sd_card_board_with_usb_disks_is_read() {
+        // tests/fixtures/boards/SOURCES.md: an SD card and three USB disks, 11 fields a line
+        // (a kernel before 4.18), from hd-idle's test data.
+        let text = include_str!("../../tests/fixtures/boards/hd-idle-mmcblk-usb-diskstats");
+        let v = parse(text);
+        let names: Vec<&str> = v.iter().map(|c| c.device.as_str()).collect();
+        assert_eq!(names, ["mmcblk0", "sda", "sdb", "sdc"]);
+        assert_eq!(v[0].writes, 1544414);
+        assert_eq!(v[0].written_bytes, 48441345 * 512);
+        assert_eq!(v[0].read_bytes, 6878634 * 512);
+
+        // node_exporter's composite fixture: 14, 18 and 20 fields, LVM over sda, a floppy.
+        let text = include_str!("../../tests/fixtures/boards/node-exporter-diskstats");
+        let names: Vec<String> = parse(text).into_iter().map(|c| c.device).collect();
+        assert_eq!(names, ["mmcblk0", "nvme0n1", "sda", "sdb", "sdc", "vda"]);
     }
 
     #[test]

@@ -101,9 +101,16 @@ fn scan(sys_root: &Path) -> Vec<Device> {
     dirs.truncate(MAX);
     dirs.into_iter()
         .map(|dir| {
+            // Without a `name` file (seen in a Pi 5 capture), the directory's own name.
             let name = std::fs::read_to_string(dir.join("name"))
                 .map(|n| n.trim().to_string())
-                .unwrap_or_default();
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| {
+                    dir.file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                });
             let mut inputs: Vec<u32> = std::fs::read_dir(&dir)
                 .into_iter()
                 .flatten()

@@ -184,15 +184,17 @@ pub fn parse_totals(text: &str) -> Vec<Counters> {
 /// A wireless link as `/proc/net/wireless` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Wifi {
-    /// Link quality in % of `LINK_MAX`.
+    /// Link quality in %: the link value over `LINK_MAX`, or the value itself from a driver
+    /// that counts to 100.
     pub quality: u8,
-    /// Received signal level in dBm.
-    pub signal_dbm: i16,
+    /// Received signal level in dBm; `null` from a driver that reports a relative level.
+    pub signal_dbm: Option<i16>,
 }
 
-/// The link value drivers report at full quality (`iwconfig` shows `Link Quality=70/70` for
-/// brcmfmac, the Pi's driver, and for iwlwifi, ath9k and rtl8xxxu alike); the maximum itself is
-/// only available through the wireless ioctls, which this reader avoids.
+/// The link value most drivers report at full quality (`iwconfig` shows `Link Quality=70/70`
+/// for brcmfmac, the Pi's driver, and for iwlwifi and ath9k); the maximum itself is only
+/// available through the wireless ioctls, which this reader avoids. A larger value means a
+/// driver that counts to 100.
 pub const LINK_MAX: f32 = 70.0;
 
 /// Each wireless interface's link from `path` (`/proc/net/wireless`); empty without Wi-Fi (the
@@ -204,7 +206,9 @@ pub fn read_wireless(path: &Path) -> Vec<(String, Wifi)> {
 }
 
 /// `/proc/net/wireless`'s text: after two header lines, `NAME: status link. level. noise. …`
-/// (the kernel prints a `.` after a value that was updated since the last read).
+/// (a `.` follows a value updated since the last read). The kernel prints a dBm level as a
+/// negative number (net/wireless/wext-proc.c subtracts 256 when the driver flags dBm) and a
+/// relative one as 0-255.
 pub fn parse_wireless(text: &str) -> Vec<(String, Wifi)> {
     text.lines()
         .skip(2)
@@ -213,17 +217,14 @@ pub fn parse_wireless(text: &str) -> Vec<(String, Wifi)> {
             let mut f = rest.split_whitespace().skip(1);
             let mut num = || -> Option<f32> { f.next()?.trim_end_matches('.').parse().ok() };
             let link = num()?;
-            let mut level = num()?;
-            // Old drivers print the level as an unsigned byte (216 for -40 dBm).
-            if level > 63.0 {
-                level -= 256.0;
-            }
-            let quality = (link / LINK_MAX * 100.0).round().clamp(0.0, 100.0) as u8;
+            let level = num()?;
+            let scale = if link > LINK_MAX { 100.0 } else { LINK_MAX };
+            let quality = (link / scale * 100.0).round().clamp(0.0, 100.0) as u8;
             Some((
                 name.trim().to_string(),
                 Wifi {
                     quality,
-                    signal_dbm: level.round() as i16,
+                    signal_dbm: (level < 0.0).then(|| level.round() as i16),
                 },
             ))
         })
@@ -323,7 +324,7 @@ mod tests {
             "wlan0".to_string(),
             Wifi {
                 quality: 50,
-                signal_dbm: -60,
+                signal_dbm: Some(-60),
             },
         )];
         let first = r.update(t0, vec![c(1000, 7)], &wifi);
@@ -343,34 +344,20 @@ mod tests {
 
     #[test]
     fn wireless_links_read_quality_and_signal() {
-        // The layout the kernel prints (net/wireless/wext-proc.c), with an old driver's
-        // unsigned level on the second line.
-        let text =
-            "Inter-| sta-|   Quality        |   Discarded packets               | Missed | WE
- face | tus | link level noise |  nwid  crypt   frag  retry   misc | beacon | 22
- wlan0: 0000   56.  -54.  -256        0      0      0      0     12        0
-  wlp2: 0000   70   216    0          0      0      0      0      0        0
- broken: 0000 x
-";
+        // Pasted by users (tests/fixtures/boards/SOURCES.md): a PC's iwlwifi-style dBm driver,
+        // and a Pi under XBian whose driver counts quality to 100 and gives a relative level.
+        let pc = include_str!("../../tests/fixtures/boards/wireless/netdata-x86-wlp5s0");
+        let pi = include_str!("../../tests/fixtures/boards/wireless/xbian-pi-wlan0");
+        let wifi = |quality, signal_dbm| Wifi {
+            quality,
+            signal_dbm,
+        };
         assert_eq!(
-            parse_wireless(text),
-            [
-                (
-                    "wlan0".to_string(),
-                    Wifi {
-                        quality: 80,
-                        signal_dbm: -54
-                    }
-                ),
-                (
-                    "wlp2".to_string(),
-                    Wifi {
-                        quality: 100,
-                        signal_dbm: -40
-                    }
-                ),
-            ]
+            parse_wireless(pc),
+            [("wlp5s0".to_string(), wifi(97, Some(-42)))]
         );
+        assert_eq!(parse_wireless(pi), [("wlan0".to_string(), wifi(100, None))]);
+        assert!(parse_wireless("h1\nh2\n broken: 0000 x\n").is_empty());
         assert!(read_wireless(Path::new("/nonexistent/wireless")).is_empty());
     }
 }
