@@ -27,12 +27,13 @@ pub const MAX_TARGETS: usize = 32;
 pub const MAX_RULES: usize = 64;
 
 /// The rules on out of the box (DESIGN.md); an `--alert` with the same name replaces one.
-pub const DEFAULTS: [&str; 5] = [
+pub const DEFAULTS: [&str; 6] = [
     "under_voltage: pi_under_voltage == 1 critical",
     "throttled: pi_throttled == 1 warning",
     "hot: temp_max >= 80 for 1m warning",
     "disk_full: disk_used_pct >= 90 for 5m warning",
     "memory_low: memory_available_pct <= 5 for 2m critical",
+    "failed_units: units_failed > 0 for 1m warning",
 ];
 
 /// What a rule compares.
@@ -466,6 +467,8 @@ pub struct Context {
     pub ts: u64,
     /// The kernel's OOM kill count (`None`: the kernel does not count them).
     pub oom_total: Option<u64>,
+    /// Failed systemd units, as last counted.
+    pub units_failed: crate::services::Count,
 }
 
 /// Every rule's state; fed one sample at a time.
@@ -796,7 +799,11 @@ fn read(m: Metric, d: &SystemData, cx: &Context, oom_recent: u64, restart: bool)
         Metric::PiThrottled => flag(|p| p.throttled.now),
         Metric::PiFreqCapped => flag(|p| p.freq_capped.now),
         Metric::PiSoftTempLimit => flag(|p| p.soft_temp_limit.now),
-        Metric::UnitsFailed => Reading::Unavailable("systemd units are not read yet"),
+        Metric::UnitsFailed => match cx.units_failed {
+            crate::services::Count::Failed(n) => one(n as f64),
+            crate::services::Count::Unavailable(why) => Reading::Unavailable(why),
+            crate::services::Count::NotRead => Reading::Skip,
+        },
         Metric::OomKills if cx.oom_total.is_none() => {
             Reading::Unavailable("the kernel does not count OOM kills")
         }
@@ -977,7 +984,8 @@ mod tests {
                 "throttled",
                 "hot",
                 "disk_full",
-                "memory_low"
+                "memory_low",
+                "failed_units"
             ]
         );
         let given = [
@@ -993,6 +1001,7 @@ mod tests {
                 "hot",
                 "disk_full",
                 "memory_low",
+                "failed_units",
                 "busy"
             ]
         );
@@ -1093,6 +1102,7 @@ mod tests {
         Context {
             ts,
             oom_total: Some(0),
+            ..Default::default()
         }
     }
 
@@ -1329,6 +1339,7 @@ mod tests {
         let cx = |ts, n| Context {
             ts,
             oom_total: Some(n),
+            ..Default::default()
         };
         let c = a.step(&d, &cx(1_000, 7));
         assert_eq!(
@@ -1360,8 +1371,37 @@ mod tests {
             &Context {
                 ts: 1,
                 oom_total: None,
+                ..Default::default()
             },
         );
         assert_eq!(states(&b)[0].1, "unavailable");
+    }
+
+    #[test]
+    fn failed_units_fire_from_the_count_and_are_unavailable_without_systemd() {
+        use crate::services::Count;
+        let d = sample_from(Path::new("/nonexistent"), &[]);
+        let mut a = Alerts::new(
+            rules(&["failed_units: units_failed > 0 warning"]),
+            None,
+            Duration::from_secs(1),
+        );
+        let cx = |ts, units_failed| Context {
+            ts,
+            oom_total: Some(0),
+            units_failed,
+        };
+        // Not counted yet: nothing is decided.
+        a.step(&d, &cx(1_000, Count::NotRead));
+        assert_eq!(states(&a)[0].1, "ok");
+        a.step(&d, &cx(2_000, Count::Unavailable("systemd is not running")));
+        assert_eq!(
+            states(&a)[0],
+            ("failed_units".into(), "unavailable".into(), None)
+        );
+        assert_eq!(a.to_json()["alerts"][0]["reason"], "systemd is not running");
+        let c = a.step(&d, &cx(3_000, Count::Failed(2)));
+        assert_eq!(brief(&c), [("failed_units", "firing", None)]);
+        assert_eq!(a.to_json()["alerts"][0]["value"], 2.0);
     }
 }

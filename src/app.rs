@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_channel::Receiver;
 use event_listener::Event as Changed;
@@ -81,6 +81,8 @@ impl App {
                 outbox: outbox.clone(),
             },
         )?);
+        ex.spawn(count_failed_units(Arc::downgrade(&sampler)))
+            .detach();
         let limits = Arc::new(Limits::new(
             config.max_connections,
             config.max_per_ip,
@@ -105,6 +107,7 @@ impl App {
                 logs,
                 changed.clone(),
                 me,
+                config.units.clone(),
             ));
             let registry = Registry::new(
                 topics.clone(),
@@ -187,6 +190,35 @@ impl DaemonView for App {
             "uptime": self.started.elapsed().as_secs(),
             "frames_sent": frames_sent,
         })
+    }
+}
+
+/// How often failed systemd units are counted while the `services` topic is not watched (it
+/// counts them itself every few seconds while it is).
+pub const UNITS_COUNT_EVERY: Duration = Duration::from_secs(30);
+
+/// Counts failed units for the `units_failed` alert metric and `/metrics`: right after start,
+/// then every `UNITS_COUNT_EVERY` unless the `services` topic counted more recently. Holds the
+/// sampler weakly so that the daemon's stop is never held up by this task.
+async fn count_failed_units(sampler: Weak<Sampler>) {
+    let mut said = false;
+    loop {
+        let due = match sampler.upgrade() {
+            None => return,
+            Some(s) => s.units_failed_age().is_none_or(|a| a >= UNITS_COUNT_EVERY),
+        };
+        if due {
+            let (count, why) = crate::services::failed_count().await;
+            if let Some(why) = why.filter(|_| !said) {
+                log::info!("services: systemd units cannot be read: {why}");
+                said = true;
+            }
+            match sampler.upgrade() {
+                Some(s) => s.set_units_failed(count),
+                None => return,
+            }
+        }
+        smol::Timer::after(UNITS_COUNT_EVERY).await;
     }
 }
 

@@ -78,7 +78,8 @@ pub struct Flags {
     /// name of a default replaces it (repeatable; see the README's Alerts)
     #[argh(option)]
     pub alert: Vec<String>,
-    /// drop the default alert rules (under-voltage, throttled, hot, disk full, memory low)
+    /// drop the default alert rules (under-voltage, throttled, hot, disk full, memory low,
+    /// failed units)
     #[argh(switch)]
     pub no_default_alerts: bool,
     /// where alerts are sent: http(s)://HOST/PATH (JSON POST), ntfy+http(s)://HOST/TOPIC, or
@@ -88,6 +89,10 @@ pub struct Flags {
     /// threads running the daemon's tasks, see the README's Performance (default 1)
     #[argh(option, default = "String::from(\"1\")")]
     pub threads: String,
+    /// a systemd unit whose state, restarts and since-time the services topic shows, besides
+    /// every failed unit (repeatable, at most 32)
+    #[argh(option)]
+    pub unit: Vec<String>,
     /// error, warn, info, debug or trace (default info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -150,6 +155,8 @@ pub struct Config {
     pub alert_min_resolve: Duration,
     /// Where alert notifications go (`--notify`; its Debug shows only scheme and host).
     pub notify: Vec<crate::deliver::Target>,
+    /// `--unit` names for the `services` topic.
+    pub units: Vec<String>,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
     /// Threads running the executor (`--threads`).
@@ -328,6 +335,20 @@ impl Config {
         };
         let net_include = globs("--net-include", &f.net_include)?;
         let net_exclude = globs("--net-exclude", &f.net_exclude)?;
+        if f.unit.len() > crate::services::MAX_UNITS {
+            return Err(bad(
+                "--unit",
+                format!("at most {} units", crate::services::MAX_UNITS),
+            ));
+        }
+        if let Some(u) = f.unit.iter().find(|u| !crate::services::valid_unit(u)) {
+            return Err(bad(
+                "--unit",
+                format!(
+                    "'{u}' is not a unit name (A-Z a-z 0-9 : _ . @ \\ -, not starting with '-')"
+                ),
+            ));
+        }
         let alerts = crate::alerts::rule_set(&f.alert, !f.no_default_alerts)
             .map_err(|(rule, why)| bad("--alert", format!("'{rule}': {why}")))?;
         Ok(Config {
@@ -360,6 +381,7 @@ impl Config {
             alerts,
             alert_min_resolve: crate::alerts::MIN_RESOLVE,
             notify: crate::deliver::targets(&f.notify).map_err(|m| bad("--notify", m))?,
+            units: f.unit.clone(),
             log_level,
             threads,
             head_timeout: Duration::from_secs(10),

@@ -59,6 +59,7 @@ pub(crate) mod rate;
 pub(crate) mod routes;
 pub(crate) mod sampler;
 pub mod server;
+pub(crate) mod services;
 pub(crate) mod snapshot;
 pub mod topics;
 pub(crate) mod trim;

@@ -456,6 +456,7 @@ pub async fn follow_journal(
     hub: Weak<Hub>,
 ) {
     let base = |cmd: &mut smol::process::Command| {
+        crate::notify::child_env(cmd);
         // --all: without it, fields over 4 KiB come out as null and long messages would be lost.
         cmd.args(["-o", "json", "--all", "--no-pager", "-q", "-u", &unit]);
         if let Some(d) = &dir {
@@ -657,6 +658,7 @@ fn read_file_gap(path: &Path, at: &At, upto: Option<u64>) -> Gap {
 /// `read_gap` for a journal: `journalctl --after-cursor=CURSOR` up to the ring's first entry.
 async fn read_journal_gap(unit: &str, dir: Option<&Path>, cursor: &str, upto: Option<&str>) -> Gap {
     let mut cmd = smol::process::Command::new("journalctl");
+    crate::notify::child_env(&mut cmd);
     cmd.args(["-o", "json", "--all", "--no-pager", "-q", "-u", unit]);
     if let Some(d) = dir {
         cmd.arg("-D").arg(d);

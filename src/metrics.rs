@@ -382,6 +382,14 @@ fn daemon(m: &mut Metrics, app: &App) {
         "version",
         [(env!("CARGO_PKG_VERSION"), 1.0)],
     );
+    if let crate::services::Count::Failed(n) = app.sampler.units_failed() {
+        m.single(
+            "edgemon_units_failed",
+            "gauge",
+            "systemd units in the failed state (counted every 30 s; absent without systemd).",
+            n as f64,
+        );
+    }
     let own = app.sampler.own();
     for (name, kind, help, value) in [
         (

@@ -47,6 +47,26 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
+/// The variables through which systemd talks to the daemon, removed from a child's environment
+/// (`journalctl`, `systemctl`): systemd's tools report their own exit on `$NOTIFY_SOCKET`
+/// (`ERRNO=112` from a failed systemctl), which would reach systemd as if the daemon said it.
+pub const SERVICE_ENV: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+/// Removes `SERVICE_ENV` from `cmd`'s environment.
+pub fn child_env(cmd: &mut smol::process::Command) -> &mut smol::process::Command {
+    for k in SERVICE_ENV {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,8 @@ struct Shared {
     previous_clean_stop: Option<bool>,
     /// Every alert rule's state, stepped with each sample.
     alerts: Mutex<Alerts>,
+    /// Failed systemd units as last counted, and when.
+    units_failed: Mutex<(crate::services::Count, Option<Instant>)>,
 }
 
 /// Handle to the sampler thread; dropping it stops and joins the thread.
@@ -211,6 +213,7 @@ impl Sampler {
             boot_id: boot,
             previous_clean_stop,
             alerts,
+            units_failed: Mutex::new((crate::services::Count::NotRead, None)),
         });
         let (wake, woken) = mpsc::channel();
         let thread = std::thread::Builder::new().name("sampler".into()).spawn({
@@ -260,6 +263,21 @@ impl Sampler {
     /// The newest sample as data.
     pub fn latest_data(&self) -> Option<Arc<SystemData>> {
         lock(&self.shared.latest_data).clone()
+    }
+
+    /// Failed systemd units as last counted (the `units_failed` alert metric, `/metrics`).
+    pub fn units_failed(&self) -> crate::services::Count {
+        lock(&self.shared.units_failed).0
+    }
+
+    /// How long ago the failed units were last counted; `None` if never.
+    pub fn units_failed_age(&self) -> Option<Duration> {
+        lock(&self.shared.units_failed).1.map(|t| t.elapsed())
+    }
+
+    /// Records a count of failed units (the 30 s count, or a `services` topic reading).
+    pub fn set_units_failed(&self, c: crate::services::Count) {
+        *lock(&self.shared.units_failed) = (c, Some(Instant::now()));
     }
 
     /// The daemon's own memory and CPU at the last tick.
@@ -436,7 +454,13 @@ fn run(
                 ev.oom_kills(ts, n);
             }
         }
-        alerts_unsaved |= step_alerts(shared, &data, alerts::Context { ts, oom_total }, outbox);
+        let units_failed = lock(&shared.units_failed).0;
+        let cx = alerts::Context {
+            ts,
+            oom_total,
+            units_failed,
+        };
+        alerts_unsaved |= step_alerts(shared, &data, cx, outbox);
         // The tmpfs snapshot also when an alert changed (at most every `ALERT_SAVE_EVERY`), so a
         // crash right after a notification does not send it again after the restart.
         let alert_save = alerts_unsaved

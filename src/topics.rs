@@ -34,6 +34,11 @@ pub const ALERTS: &str = "alerts";
 pub const ALERTS_CHECK: Duration = Duration::from_secs(1);
 /// How often the `alerts` topic publishes when nothing changed (the values move on).
 pub const ALERTS_REFRESH: Duration = Duration::from_secs(10);
+/// Topic of systemd units (failed ones and `--unit` ones), read every `SERVICES_PERIOD` while
+/// watched.
+pub const SERVICES: &str = "services";
+/// How often the `services` topic asks systemd while someone watches.
+pub const SERVICES_PERIOD: Duration = Duration::from_secs(5);
 /// Topic of padded frames published fast, only for tests and the benchmark (`Config::flood`).
 pub const FLOOD: &str = "test/flood";
 
@@ -64,6 +69,18 @@ pub struct Topics {
     logs: BTreeMap<String, Source>,
     /// The rings of live log hubs, for backfill; an entry lives exactly as long as its producer.
     rings: Arc<Mutex<HashMap<String, Arc<Ring>>>>,
+    /// `--unit` names for the `services` topic.
+    units: Arc<[String]>,
+    /// The live `services` hub's last frame and its `seq`, for a new subscriber; cleared when
+    /// the producer stops.
+    services: Arc<
+        Mutex<
+            Option<(
+                u64,
+                async_tungstenite::tungstenite::protocol::frame::Utf8Bytes,
+            )>,
+        >,
+    >,
 }
 
 impl Topics {
@@ -74,8 +91,11 @@ impl Topics {
         logs: Vec<(String, Source)>,
         changed: Arc<event_listener::Event>,
         daemon: Weak<dyn DaemonView>,
+        units: Vec<String>,
     ) -> Topics {
         Topics {
+            units: units.into(),
+            services: Arc::new(Mutex::new(None)),
             changed,
             logs: logs
                 .into_iter()
@@ -117,6 +137,7 @@ impl Topics {
             PROCESSES.to_string(),
             SERVER.to_string(),
             ALERTS.to_string(),
+            SERVICES.to_string(),
         ];
         v.extend(self.logs.keys().cloned());
         if self.flood.is_some() {
@@ -128,7 +149,7 @@ impl Topics {
     /// Whether `topic` can be subscribed.
     pub fn exists(&self, topic: &str) -> bool {
         // SECURITY: exact matches against configured names only; a topic never becomes a path.
-        matches!(topic, SYSTEM | PROCESSES | SERVER | ALERTS)
+        matches!(topic, SYSTEM | PROCESSES | SERVER | ALERTS | SERVICES)
             || self.logs.contains_key(topic)
             || (topic == FLOOD && self.flood.is_some())
     }
@@ -167,6 +188,14 @@ impl Topics {
                     covers_seq: seq,
                 }
             }
+            // The live hub's last reading; the first subscriber gets the first one live.
+            SERVICES => match lock(&self.services).clone() {
+                Some((seq, frame)) => Backfill {
+                    frames: vec![frame],
+                    covers_seq: seq,
+                },
+                None => Backfill::default(),
+            },
             t if self.logs.contains_key(t) => {
                 let ring = lock(&self.rings).get(t).cloned();
                 match ring {
@@ -195,6 +224,15 @@ impl Catalog for Topics {
             PROCESSES => Some(Box::pin(processes(self.scans.clone(), hub, running))),
             SERVER => Some(Box::pin(daemon_figures(self.daemon.clone(), hub, running))),
             ALERTS => Some(Box::pin(alert_states(self.sampler.clone(), hub, running))),
+            SERVICES => Some(Box::pin(services(
+                ServicesFeed {
+                    sampler: self.sampler.clone(),
+                    units: self.units.clone(),
+                    last: LastFrame(self.services.clone()),
+                    _running: running,
+                },
+                hub,
+            ))),
             t if self.logs.contains_key(t) => {
                 let (ring, ready) = Ring::new(t);
                 let guard = RingEntry::insert(&self.rings, t, &ring);
@@ -352,6 +390,52 @@ async fn alert_states(sampler: Arc<Sampler>, hub: Weak<Hub>, _running: Running) 
         hub.publish(seq, data_frame(ALERTS, seq, unix_ms(), &data));
         last = (version, seq);
         published = std::time::Instant::now();
+    }
+}
+
+/// What the `services` producer holds.
+struct ServicesFeed {
+    sampler: Arc<Sampler>,
+    units: Arc<[String]>,
+    last: LastFrame,
+    _running: Running,
+}
+
+/// The `services` hub's last frame; emptied when the producer stops, so a later hub (whose
+/// `seq` starts again) never gets a frame of the one before.
+struct LastFrame(
+    Arc<
+        Mutex<
+            Option<(
+                u64,
+                async_tungstenite::tungstenite::protocol::frame::Utf8Bytes,
+            )>,
+        >,
+    >,
+);
+
+impl Drop for LastFrame {
+    fn drop(&mut self) {
+        *lock(&self.0) = None;
+    }
+}
+
+/// Asks systemd every `SERVICES_PERIOD` while the `services` hub lives and publishes what it
+/// said (the failed-unit count also feeds the `units_failed` alert metric).
+async fn services(feed: ServicesFeed, hub: Weak<Hub>) {
+    loop {
+        let reading = crate::services::read(&feed.units).await;
+        feed.sampler
+            .set_units_failed(crate::services::count_of(&reading));
+        {
+            let Some(hub) = hub.upgrade() else { return };
+            let data = serde_json::to_string(&reading).expect("plain data always serializes");
+            let seq = hub.next_seq();
+            let frame = data_frame(SERVICES, seq, unix_ms(), &data);
+            *lock(&feed.last.0) = Some((seq, frame.clone()));
+            hub.publish(seq, frame);
+        }
+        smol::Timer::after(SERVICES_PERIOD).await;
     }
 }
 

@@ -53,7 +53,14 @@ fn under_voltage_fires_and_resolves_on_the_topic_the_api_the_events_and_metrics(
         send(&mut ws, r#"{"op":"subscribe","topic":"system"}"#).await;
         send(&mut ws, r#"{"op":"subscribe","topic":"alerts"}"#).await;
         let first = alerts_frame_with(&mut ws, "under_voltage", "ok").await;
-        for name in ["throttled", "hot", "disk_full", "memory_low", "busy"] {
+        for name in [
+            "throttled",
+            "hot",
+            "disk_full",
+            "memory_low",
+            "failed_units",
+            "busy",
+        ] {
             state_of(&first, name);
         }
         let names: Vec<_> = first["alerts"]

@@ -80,6 +80,11 @@ fn bad_flags_exit_2_naming_the_flag() {
             &["--alert", "x: cpu > 1 urgent"][..],
             "'urgent' is not a severity",
         ),
+        (
+            &["--unit", "--all"][..],
+            "--unit: '--all' is not a unit name",
+        ),
+        (&["--unit", "a;reboot"][..], "--unit: 'a;reboot'"),
     ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -117,6 +122,7 @@ fn help_lists_every_contract_flag_and_exits_0() {
         "--alert",
         "--no-default-alerts",
         "--notify",
+        "--unit",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");

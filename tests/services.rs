@@ -1,0 +1,263 @@
+//! The `services` topic and the `units_failed` alert metric, against a fake `systemctl` on
+//! `PATH` (tests/fixtures/fake-systemctl) and, where systemd runs, the real one.
+//!
+//! The fake's answers are in systemd 252's shapes: `list-units --output=json` prints an array of
+//! objects keyed by the lowercased column names (unit, load, active, sub, description), and
+//! `show -p …` prints `Key=value` lines with a blank line between units. They were not recorded
+//! from a running systemd: none runs on the development machine (a container), and no
+//! recorded JSON listing could be found in public material (tests/fixtures/boards/SOURCES.md).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const FAILED_JSON: &str = r#"[{"unit":"backup.service","load":"loaded","active":"failed","sub":"failed","description":"Nightly backup to the NAS"},{"unit":"mnt-usb.mount","load":"loaded","active":"failed","sub":"failed","description":"/mnt/usb"}]
+"#;
+
+const SHOW: &str = "Id=ssh.service
+Description=OpenBSD Secure Shell server
+LoadState=loaded
+ActiveState=active
+SubState=running
+NRestarts=3
+StateChangeTimestamp=@1764770000
+
+Id=nope.service
+Description=nope.service
+LoadState=not-found
+ActiveState=inactive
+SubState=dead
+NRestarts=0
+StateChangeTimestamp=
+";
+
+/// A directory the fake answers from, and `PATH` with the fake first.
+struct FakeSystemd {
+    dir: PathBuf,
+    path: String,
+}
+
+impl FakeSystemd {
+    fn new(tag: &str, up: bool) -> FakeSystemd {
+        let dir =
+            std::env::temp_dir().join(format!("edgemon-systemd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("failed.json"), FAILED_JSON).unwrap();
+        std::fs::write(dir.join("show.txt"), SHOW).unwrap();
+        std::fs::write(dir.join("count"), "2").unwrap();
+        if !up {
+            std::fs::write(dir.join("down"), "").unwrap();
+        }
+        let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake-systemctl");
+        let path = format!("{fake}:{}", std::env::var("PATH").unwrap_or_default());
+        FakeSystemd { dir, path }
+    }
+
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("PATH", self.path.as_str()),
+            ("FAKE_SYSTEMD_DIR", self.dir.to_str().unwrap()),
+        ]
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for FakeSystemd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The first `services` data frame.
+fn services_frame(d: &Daemon) -> Value {
+    within(30, async {
+        let mut ws = ws(d.addr, "/ws/services").await;
+        next_of_type(&mut ws, "data").await
+    })
+}
+
+/// The `failed_units` rule's state in `/api/alerts`, once it is not `want_not`.
+fn failed_units_rule(d: &Daemon, want_not: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = get(d.addr, "/api/alerts").json();
+        let rule = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "failed_units")
+            .cloned()
+            .expect("failed_units is a default rule");
+        if rule["state"] != want_not || std::time::Instant::now() > deadline {
+            return rule;
+        }
+        // The count is taken right after start and the rule stepped each second.
+        within(2, async {
+            smol::Timer::after(Duration::from_millis(200)).await
+        });
+    }
+}
+
+#[test]
+fn failed_and_named_units_come_from_systemctl_and_feed_the_alert_and_metrics() {
+    let fake = FakeSystemd::new("up", true);
+    let mut d = Daemon::start_with_env(
+        &[
+            "--unit",
+            "ssh",
+            "--unit",
+            "nope.service",
+            // The default with its 1 m hold removed, so that it fires at once.
+            "--alert",
+            "failed_units: units_failed > 0 warning",
+        ],
+        &fake.env(),
+    );
+    let topics = get(d.addr, "/api/topics").json();
+    assert!(
+        topics["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "services"),
+        "services is always listed: {topics}"
+    );
+
+    let f = services_frame(&d);
+    let data = &f["data"];
+    assert_eq!(data["available"], true, "{f}");
+    assert_eq!(data["failed_count"], 2);
+    let failed: Vec<&str> = data["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["backup.service", "mnt-usb.mount"]);
+    assert_eq!(
+        data["failed"][0]["description"],
+        "Nightly backup to the NAS"
+    );
+    let ssh = &data["units"][0];
+    assert_eq!(
+        (
+            ssh["unit"].as_str(),
+            ssh["active"].as_str(),
+            ssh["sub"].as_str()
+        ),
+        (Some("ssh.service"), Some("active"), Some("running"))
+    );
+    assert_eq!(ssh["restarts"], 3);
+    assert_eq!(ssh["since"], 1_764_770_000_000u64);
+    assert_eq!(data["units"][1]["load"], "not-found");
+    assert!(data["units"][1]["since"].is_null());
+
+    // The named units reach systemctl as arguments after `--`, never as options.
+    let calls = fake.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("show") && c.ends_with("-- ssh nope.service")),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains("list-units --state=failed") && c.contains("--output=json")),
+        "{calls:?}"
+    );
+
+    let rule = failed_units_rule(&d, "ok");
+    assert_eq!(rule["state"], "firing", "{rule}");
+    assert_eq!(rule["value"], 2.0);
+    let metrics = get(d.addr, "/metrics").body;
+    assert!(metrics.contains("\nedgemon_units_failed 2\n"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "edgemon_alert_firing{alert=\"failed_units\",severity=\"warning\",target=\"\"} 1"
+        ),
+        "{metrics}"
+    );
+    stop_and_check_log(&mut d, "never-a-secret");
+}
+
+#[test]
+fn without_systemd_the_topic_says_why_and_the_rule_is_unavailable() {
+    let fake = FakeSystemd::new("down", false);
+    let mut d = Daemon::start_with_env(&[], &fake.env());
+    let f = services_frame(&d);
+    assert_eq!(f["data"]["available"], false, "{f}");
+    assert_eq!(
+        f["data"]["reason"],
+        "System has not been booted with systemd as init system (PID 1). Can't operate."
+    );
+    let rule = failed_units_rule(&d, "ok");
+    assert_eq!(rule["state"], "unavailable", "{rule}");
+    assert_eq!(rule["reason"], "systemd is not running", "{rule}");
+    assert!(
+        !get(d.addr, "/metrics")
+            .body
+            .contains("edgemon_units_failed")
+    );
+    // Said once in the log, not every 30 s.
+    d.wait_line(Duration::from_secs(10), |l| {
+        l.contains("services: systemd units cannot be read: System has not been booted")
+    });
+    stop_and_check_log(&mut d, "never-a-secret");
+
+    // No systemctl at all: the same, with that reason.
+    let mut d = Daemon::start_with_env(&[], &[("PATH", "/nonexistent")]);
+    let f = services_frame(&d);
+    assert_eq!(
+        f["data"]["reason"], "cannot run systemctl: not found",
+        "{f}"
+    );
+    let rule = failed_units_rule(&d, "ok");
+    assert_eq!(rule["reason"], "systemctl not found", "{rule}");
+    stop_and_check_log(&mut d, "never-a-secret");
+}
+
+#[test]
+fn a_later_subscriber_gets_the_last_reading_at_once() {
+    let fake = FakeSystemd::new("later", true);
+    let d = Daemon::start_with_env(&[], &fake.env());
+    within(30, async {
+        let mut first = ws(d.addr, "/ws/services").await;
+        let a = next_of_type(&mut first, "data").await;
+        // While the first one keeps the hub, a second subscriber does not wait 5 s.
+        let mut second = ws(d.addr, "/ws/services").await;
+        let b = smol::future::or(next_of_type(&mut second, "data"), async {
+            smol::Timer::after(Duration::from_secs(3)).await;
+            panic!("no backfill within 3 s (the topic reads every 5 s)");
+        })
+        .await;
+        assert_eq!(a["data"], b["data"]);
+        assert!(b["seq"].as_u64() <= a["seq"].as_u64().map(|s| s + 1));
+    });
+}
+
+#[test]
+fn the_real_systemctl_where_systemd_runs() {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!("skipped: systemd is not running on this machine (no /run/systemd/system)");
+        return;
+    }
+    let d = Daemon::start(&["--unit", "systemd-journald.service"]);
+    let f = services_frame(&d);
+    assert_eq!(f["data"]["available"], true, "{f}");
+    assert!(f["data"]["failed"].is_array());
+    assert_eq!(f["data"]["units"][0]["unit"], "systemd-journald.service");
+    assert_eq!(f["data"]["units"][0]["load"], "loaded");
+}
