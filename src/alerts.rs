@@ -746,12 +746,15 @@ fn remember(resolved: &mut VecDeque<Resolved>, rule: &Rule, t: &Track, now: u64)
 /// A metric's values in one sample.
 fn read(m: Metric, d: &SystemData, cx: &Context, oom_recent: u64, restart: bool) -> Reading {
     let one = |v: f64| Reading::Values(vec![(None, v)]);
-    let flag = |f: fn(&crate::collect::pi::PiHealth) -> bool| {
+    let flag = |f: fn(&crate::collect::pi::PiHealth) -> Option<bool>| {
         if !d.has_details() {
             Reading::Skip
         } else {
-            match &d.pi {
-                Some(pi) => one(f64::from(u8::from(f(pi)))),
+            match d.pi.as_ref().map(f) {
+                Some(Some(v)) => one(f64::from(u8::from(v))),
+                Some(None) => Reading::Unavailable(
+                    "this Pi's throttle source (hwmon) reads only under-voltage; see the README's Raspberry Pi",
+                ),
                 None => Reading::Unavailable("no Raspberry Pi throttle source on this host"),
             }
         }
@@ -1077,7 +1080,7 @@ mod tests {
             },
             uptime: Some(86_400),
             temperatures: Some(thermal::thermal_zones(root)),
-            pi: pi::read(root, None),
+            pi: pi::read(root, None, None),
             network: Some(Vec::new()),
             disks: Some(
                 disks

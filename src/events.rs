@@ -69,17 +69,21 @@ impl Events {
             pi.soft_temp_limit.now,
         ];
         let before = self.pi.unwrap_or_default();
+        let mut next = before;
         for (i, (kind, what)) in PI_KINDS.iter().enumerate() {
-            if now[i] != before[i] {
-                let (state, text) = if now[i] {
+            // A flag the source cannot read changes nothing.
+            let Some(now) = now[i] else { continue };
+            if now != before[i] {
+                let (state, text) = if now {
                     ("on", format!("{what} started"))
                 } else {
                     ("off", format!("{what} ended"))
                 };
                 self.push(ts, kind, state, &text);
             }
+            next[i] = now;
         }
-        self.pi = Some(now);
+        self.pi = Some(next);
     }
 
     /// The kernel's OOM kill counter (`/proc/vmstat` `oom_kill`): an event if it rose.
@@ -127,8 +131,8 @@ mod tests {
 
     fn pi(under_voltage: bool, throttled: bool) -> PiHealth {
         let f = |now| Flag {
-            now,
-            since_boot: now,
+            now: Some(now),
+            since_boot: Some(now),
         };
         PiHealth {
             under_voltage: f(under_voltage),

@@ -786,11 +786,17 @@ pub fn series_of(d: &SystemData) -> Vec<(String, f32)> {
         v.push((format!("temp.{}", t.label), t.celsius));
     }
     if let Some(pi) = &d.pi {
-        let flag = |f: &crate::collect::pi::Flag| if f.now { 1.0 } else { 0.0 };
-        v.push(("pi.under_voltage".to_string(), flag(&pi.under_voltage)));
-        v.push(("pi.throttled".to_string(), flag(&pi.throttled)));
-        v.push(("pi.freq_capped".to_string(), flag(&pi.freq_capped)));
-        v.push(("pi.soft_temp_limit".to_string(), flag(&pi.soft_temp_limit)));
+        // A flag the source cannot read is a gap, not a 0.
+        for (name, f) in [
+            ("pi.under_voltage", pi.under_voltage),
+            ("pi.throttled", pi.throttled),
+            ("pi.freq_capped", pi.freq_capped),
+            ("pi.soft_temp_limit", pi.soft_temp_limit),
+        ] {
+            if let Some(now) = f.now {
+                v.push((name.to_string(), f32::from(u8::from(now))));
+            }
+        }
     }
     for n in d.network.iter().flatten() {
         // Virtual interfaces are not in the sample at all (`collect::net::Filter`).

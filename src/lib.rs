@@ -27,7 +27,8 @@
 //! - [`config`] (flags, validated), [`notify`] (systemd), [`logging`] (a log that cannot take
 //!   the daemon down), `trim` (heap back to the OS after churn), `lock` (the one poison-tolerant
 //!   mutex lock).
-// One commented `unsafe` call exists: `malloc_trim` in `trim`; everything else is safe code.
+// Two commented `unsafe` calls exist: `malloc_trim` in `trim`, and the Pi firmware mailbox
+// `ioctl` in `collect::pi` (behind the `Mailbox` trait); everything else is safe code.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

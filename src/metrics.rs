@@ -235,16 +235,16 @@ fn host(m: &mut Metrics, d: &SystemData) {
             ("throttled", pi.throttled),
             ("soft_temp_limit", pi.soft_temp_limit),
         ] {
-            m.sample(
-                name,
-                &[("flag", flag), ("when", "now")],
-                f64::from(u8::from(f.now)),
-            );
-            m.sample(
-                name,
-                &[("flag", flag), ("when", "since_boot")],
-                f64::from(u8::from(f.since_boot)),
-            );
+            // A flag the source cannot read has no sample.
+            for (when, v) in [("now", f.now), ("since_boot", f.since_boot)] {
+                if let Some(v) = v {
+                    m.sample(
+                        name,
+                        &[("flag", flag), ("when", when), ("source", pi.source)],
+                        f64::from(u8::from(v)),
+                    );
+                }
+            }
         }
         if let Some(alarm) = pi.under_voltage_alarm {
             m.single(

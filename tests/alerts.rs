@@ -211,3 +211,48 @@ fn a_new_subscriber_gets_the_state_at_once_and_rules_the_host_cannot_read_are_un
     drop(srv);
     let _ = std::fs::remove_dir_all(root);
 }
+
+#[test]
+fn a_pi_with_hwmon_only_reads_under_voltage_and_leaves_the_other_flags_null() {
+    let pi = PiSysfs::hwmon_only("hwmon-only", true);
+    let mut c = config();
+    c.sys_root = pi.0.clone();
+    let srv = start(c);
+    first_quiet_sample(&srv);
+    let system = get(srv.addr, "/api/system").json();
+    let p = &system["pi"];
+    assert_eq!(p["source"], "hwmon", "{system}");
+    assert_eq!(p["under_voltage"]["now"], true);
+    assert!(p["under_voltage"]["since_boot"].is_null(), "{p}");
+    for flag in ["throttled", "freq_capped", "soft_temp_limit"] {
+        assert!(p[flag]["now"].is_null(), "{flag} is null, never false: {p}");
+    }
+    let metrics = get(srv.addr, "/metrics").body;
+    assert!(
+        metrics.contains(
+            "edgemon_pi_throttle{flag=\"under_voltage\",when=\"now\",source=\"hwmon\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("flag=\"throttled\""),
+        "no sample for a flag the source cannot read:\n{metrics}"
+    );
+    within(20, async {
+        let mut ws = ws(srv.addr, "/ws").await;
+        send(&mut ws, r#"{"op":"subscribe","topic":"system"}"#).await;
+        send(&mut ws, r#"{"op":"subscribe","topic":"alerts"}"#).await;
+        let f = alerts_frame_with(&mut ws, "under_voltage", "firing").await;
+        assert_eq!(state_of(&f, "throttled"), "unavailable");
+        let throttled = f["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "throttled")
+            .unwrap();
+        assert!(
+            throttled["reason"].as_str().unwrap().contains("hwmon"),
+            "{throttled}"
+        );
+    });
+}

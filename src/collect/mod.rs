@@ -143,6 +143,10 @@ pub struct Collector {
     disk_rates: diskio::Rates,
     /// The hwmon devices (fans, the Pi's under-voltage alarm).
     hwmon: hwmon::Hwmon,
+    /// The firmware mailbox (`/dev/vcio`); none for a fixture sysfs tree.
+    mailbox: Option<Box<dyn pi::Mailbox>>,
+    /// The Pi source last used and, if the mailbox could not be, why (logged when it changes).
+    pi_source: Option<(&'static str, Option<String>)>,
     /// Which interfaces are reported.
     net_filter: net::Filter,
     /// The previous `/proc/stat` reading, for the CPU breakdown.
@@ -168,6 +172,10 @@ impl Collector {
             rates: net::Rates::default(),
             disk_rates: diskio::Rates::default(),
             hwmon: hwmon::Hwmon::new(sys_root.clone()),
+            // A fixture tree (tests) is a board without the device.
+            mailbox: (sys_root == Path::new("/sys"))
+                .then(|| Box::new(pi::Vcio::new("/dev/vcio")) as Box<dyn pi::Mailbox>),
+            pi_source: None,
             net_filter,
             cpustat: cpustat::Meter::default(),
             sys_root,
@@ -252,7 +260,7 @@ impl Collector {
 
         let now = Instant::now();
         let rpi_volt = self.hwmon.find(now, "rpi_volt").map(|d| d.dir.clone());
-        data.pi = pi::read(&self.sys_root, rpi_volt.as_deref());
+        data.pi = self.read_pi(rpi_volt.as_deref());
 
         // One read of /proc/net/dev (sysinfo reads nine sysfs files per interface), and of
         // /proc/net/wireless where there is Wi-Fi.
@@ -270,6 +278,59 @@ impl Collector {
         });
         disks.refresh(true);
         data.disks = Some(disk::list(disks));
+    }
+}
+
+impl Collector {
+    /// Pi health from the best source; says in the log which one, when it changes.
+    fn read_pi(&mut self, rpi_volt: Option<&Path>) -> Option<pi::PiHealth> {
+        let mut why_not_mailbox = None;
+        let mut mailbox = self.mailbox.as_deref_mut().map(|m| Probe {
+            inner: m,
+            error: &mut why_not_mailbox,
+        });
+        let h = pi::read(
+            &self.sys_root,
+            rpi_volt,
+            mailbox.as_mut().map(|p| p as &mut dyn pi::Mailbox),
+        );
+        let source = h.as_ref().map(|h| h.source);
+        if let Some(source) = source
+            && self.pi_source.as_ref().is_none_or(|(s, _)| *s != source)
+        {
+            match (source, &why_not_mailbox) {
+                ("mailbox", _) => {
+                    log::info!("pi: throttle flags from the firmware mailbox (/dev/vcio)")
+                }
+                (s, Some(why)) => log::info!(
+                    "pi: throttle flags from {s} ({}); the mailbox is not usable: {why}",
+                    if s == "hwmon" {
+                        "under-voltage only"
+                    } else {
+                        "deprecated node"
+                    }
+                ),
+                (s, None) => log::info!("pi: throttle flags from {s}"),
+            }
+            self.pi_source = Some((source, why_not_mailbox));
+        }
+        h
+    }
+}
+
+/// A mailbox that remembers why it failed (for the log line naming the source).
+struct Probe<'a> {
+    inner: &'a mut dyn pi::Mailbox,
+    error: &'a mut Option<String>,
+}
+
+impl pi::Mailbox for Probe<'_> {
+    fn get_throttled(&mut self) -> Result<u32, String> {
+        let r = self.inner.get_throttled();
+        if let Err(e) = &r {
+            *self.error = Some(e.clone());
+        }
+        r
     }
 }
 

@@ -499,6 +499,22 @@ impl PiSysfs {
         std::fs::write(&tmp, format!("{m}\n")).unwrap();
         std::fs::rename(tmp, path).unwrap();
     }
+
+    /// A tree with the `raspberrypi-hwmon` device only (`rpi_volt`, no `get_throttled`), its
+    /// under-voltage alarm `alarm`.
+    pub fn hwmon_only(name: &str, alarm: bool) -> PiSysfs {
+        let root = std::env::temp_dir().join(format!("edgemon-pi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("class/hwmon/hwmon1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("name"), "rpi_volt\n").unwrap();
+        std::fs::write(
+            dir.join("in0_lcrit_alarm"),
+            format!("{}\n", u8::from(alarm)),
+        )
+        .unwrap();
+        PiSysfs(root)
+    }
 }
 
 impl Drop for PiSysfs {
