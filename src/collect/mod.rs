@@ -443,6 +443,35 @@ mod tests {
     }
 
     #[test]
+    fn pi_sources_of_board_trees_are_read_through_the_collector() {
+        // tests/fixtures/boards/SOURCES.md. A fixture tree has no mailbox (no /dev/vcio).
+        let boards = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/boards");
+        let pi_of = |root: PathBuf| {
+            let mut c = Collector::new(root, net::Filter::default()).unwrap();
+            c.sample(Details::ForHistory).pi
+        };
+        // A Pi 4 with raspberrypi-hwmon and without get_throttled.
+        let h = pi_of(boards.join("pi4-rpi-volt/sys")).expect("a Pi");
+        assert_eq!(h.source, "hwmon");
+        assert_eq!(h.under_voltage.now, Some(false));
+        assert_eq!(h.throttled.now, None);
+        // A PC's hwmon (nct6779): not a Pi.
+        assert_eq!(pi_of(boards.join("node-exporter-hwmon-fans/sys")), None);
+        // A Pi 3B+'s get_throttled (80008), nothing else: the deprecated node as last resort.
+        let root = std::env::temp_dir().join(format!("edgemon-pi3-{}", std::process::id()));
+        let fw = root.join("devices/platform/soc/soc:firmware");
+        std::fs::create_dir_all(&fw).unwrap();
+        std::fs::copy(
+            boards.join("pi-throttled/rpi3bplus-sysfs-get_throttled-80008"),
+            fw.join("get_throttled"),
+        )
+        .unwrap();
+        let h = pi_of(root.clone()).expect("a Pi");
+        assert_eq!((h.source, h.soft_temp_limit.now), ("sysfs", Some(true)));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn host_is_described() {
         let mut c = Collector::new("/sys".into(), included_lo()).unwrap();
         let h = c.host();
