@@ -348,7 +348,7 @@ async fn processes(scans: Arc<AtomicU64>, hub: Weak<Hub>, _running: Running) {
         scanner = Some(s);
         scans.fetch_add(1, Ordering::Relaxed);
         let Some(hub) = hub.upgrade() else { return };
-        let data = serde_json::json!({ "processes": top }).to_string();
+        let data = serde_json::to_string(&top).expect("plain data always serializes");
         let seq = hub.next_seq();
         hub.publish(seq, data_frame(PROCESSES, seq, unix_ms(), &data));
     }

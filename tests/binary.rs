@@ -852,3 +852,33 @@ fn a_restart_under_another_dynamic_user_still_reads_the_snapshot() {
     let snap = std::fs::metadata(dir.0.join("history.snap")).unwrap();
     assert_eq!(snap.uid(), second);
 }
+
+#[test]
+#[ignore = "needs root to run the daemon as a dynamic user: run bash tests/all.sh as root"]
+fn as_a_dynamic_user_only_its_own_write_bytes_are_read() {
+    let uid = 61_203;
+    let dir = RuntimeDir::new("dynamic-io");
+    chown_tree(&dir.0, uid);
+    let mut d = Daemon::start_as(uid, &[], &dir.env());
+    let f = within(30, async {
+        let mut ws = ws(d.addr, "/ws/processes").await;
+        next_of_type(&mut ws, "data").await
+    });
+    assert_eq!(f["data"]["io_readable"], "own", "{f}");
+    let procs = f["data"]["processes"].as_array().unwrap();
+    let mut others = 0;
+    for p in procs {
+        if p["user"] == uid.to_string() {
+            assert!(p["written"].is_u64(), "its own io is readable: {p}");
+        } else {
+            others += 1;
+            assert!(
+                p["written"].is_null(),
+                "another user's io is null, not 0: {p}"
+            );
+        }
+    }
+    assert!(others > 0, "no other user's process among {procs:?}");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+}

@@ -508,6 +508,9 @@ fn processes_topic_lists_top_processes_and_scanning_stops_with_the_hub() {
         assert_eq!(d["topic"], "processes");
         let procs = d["data"]["processes"].as_array().unwrap();
         assert!(!procs.is_empty() && procs.len() <= 15, "{d}");
+        assert!(d["data"]["writers"].as_array().unwrap().len() <= 5, "{d}");
+        let readable = d["data"]["io_readable"].as_str().unwrap();
+        assert!(readable == "all" || readable == "own", "{d}");
         for p in procs {
             for f in ["pid", "name", "cmd", "user", "cpu", "rss", "state"] {
                 assert!(!p[f].is_null(), "{f} missing in {p}");
