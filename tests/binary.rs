@@ -868,7 +868,7 @@ fn as_a_dynamic_user_only_its_own_write_bytes_are_read() {
     let procs = f["data"]["processes"].as_array().unwrap();
     let mut others = 0;
     for p in procs {
-        if p["user"] == uid.to_string() {
+        if p["user"].as_str() == Some(uid.to_string().as_str()) {
             assert!(p["written"].is_u64(), "its own io is readable: {p}");
         } else {
             others += 1;
