@@ -123,7 +123,8 @@ const S = {
   events: [], eventsAt: 0,
   alerts: null,              // the `alerts` topic's data: {alerts: [...], resolved: [...]}
   hover: null,               // {ts} while a pointer is over a graph
-  procs: [], sort: 'cpu',
+  procs: [], sort: 'cpu', writers: [], ioReadable: '',
+  services: null,            // the newest `services` data; unavailable: the card stays hidden
   logs: new Map(),           // topic -> {lines: [{id, t, cls}], nextId, pos}
   logTopic: '', follow: true, filter: '', pausedAt: 0,
   conn: 'connecting', connText: 'connecting…', notice: '',
@@ -153,6 +154,8 @@ function wanted() {
   if (document.visibilityState === 'visible') {
     t.add('processes');
     if (S.logTopic) t.add(S.logTopic);
+    // Units while the tab is seen, unless this socket heard there is no systemd to ask.
+    if (!(S.services && S.services.available === false)) t.add('services');
   }
   return t;
 }
@@ -199,6 +202,7 @@ function connect() {
   const my = ++gen;
   opened = false;
   subscribed.clear();
+  S.services = null;
   for (const st of S.stores.values()) st.fresh = false;
   S.pending = null;
   const sock = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
@@ -315,6 +319,13 @@ function handle(m) {
     titleNow();
   } else if (topic === 'processes' && m.type === 'data') {
     S.procs = m.data.processes || [];
+    S.writers = m.data.writers || [];
+    S.ioReadable = m.data.io_readable || '';
+    dirty('procs');
+  } else if (topic === 'services' && m.type === 'data') {
+    S.services = m.data;
+    // Nothing to ask here (no systemd): stop listening; a reconnect asks again.
+    if (m.data.available === false) syncSubscriptions();
     dirty('procs');
   } else if (topic.startsWith('logs/')) {
     // The daemon sends each line once (a resubscribe resumes after our last `pos`), so every
@@ -885,9 +896,13 @@ function render() {
       const used = x.total - x.available, pct = x.total ? 100 * used / x.total : 0;
       return [`${x.mount} (${x.fs})`, pct / 100, `${fmtBytes(used)} / ${fmtBytes(x.total)}`, level(pct, 85, 95)];
     }), true);
+    // I/O per device: what an SD card is asked to write, and how much since boot (its wear).
+    rows('disk-io', (d.disk_io || []).map((x) => [x.device, null,
+      (x.write_per_s === null ? '' : `W ${fmtBytes(x.write_per_s)}/s R ${fmtBytes(x.read_per_s)}/s · `)
+        + `${fmtBytes(x.written_total)} written`, '']), false);
   }
   if (graphs) renderGraphs(d);
-  if (procs) renderProcs();
+  if (procs) { renderProcs(); renderServices(); }
   if (logs) renderLog();
 }
 
@@ -897,9 +912,9 @@ function renderGraphs(d) {
   for (const def of GRAPHS) {
     const any = drawGraph(def, st, to);
     // A card with nothing to show (no sensors, no interfaces, no disks) is hidden, not empty.
-    if (def.id === 'temp') show('card-temp', any || !!(d && d.pi));
+    if (def.id === 'temp') show('card-temp', any || !!(d && (d.pi || (d.fans && d.fans.length))));
     if (def.id === 'net') show('card-net', any || !!(d && d.network && d.network.length));
-    if (def.id === 'disk') show('card-disk', any || !!(d && d.disks && d.disks.length));
+    if (def.id === 'disk') show('card-disk', any || !!(d && ((d.disks && d.disks.length) || (d.disk_io && d.disk_io.length))));
   }
   renderEvents(to);
 }
@@ -931,6 +946,13 @@ function renderTemps(d) {
     const hotAt = t.critical ? Math.min(80, t.critical - 10) : 80;
     return [t.label, null, t.celsius.toFixed(1) + ' °C', level(t.celsius, hotAt - 10, hotAt)];
   }), false);
+  rows('fans', (d.fans || []).map((f) => [`fan ${f.label}`, null, f.rpm ? `${f.rpm} rpm` : 'stopped', '']), false);
+  const SOURCES = {
+    mailbox: 'Pi flags from the firmware mailbox',
+    hwmon: 'Pi flags from hwmon: under-voltage only (the mailbox drop-in gives the rest; README)',
+    sysfs: 'Pi flags from the deprecated get_throttled node',
+  };
+  setText('pi-source', d.pi ? (SOURCES[d.pi.source] || '') : '');
   const pi = $('pi');
   const key = JSON.stringify(d.pi || null);
   if (pi.dataset.key === key) return;
@@ -941,6 +963,7 @@ function renderTemps(d) {
     let any = false;
     for (const [k, name] of Object.entries(names)) {
       const f = d.pi[k];
+      // `null`: this source cannot read the flag (not "off").
       if (!f || !(f.now || f.since_boot)) continue;
       any = true;
       const b = document.createElement('span');
@@ -958,8 +981,41 @@ function renderTemps(d) {
 
 function renderNet(d) {
   const ifs = d.network || [];
-  rows('net', ifs.map((i) => [i.name, null,
-    i.rx_per_s === null ? '–' : `↓ ${fmtBytes(i.rx_per_s)}/s  ↑ ${fmtBytes(i.tx_per_s)}/s`, '']), false);
+  rows('net', ifs.map((i) => {
+    const parts = [i.rx_per_s === null ? '–' : `↓ ${fmtBytes(i.rx_per_s)}/s  ↑ ${fmtBytes(i.tx_per_s)}/s`];
+    // Wi-Fi: the signal a person can act on (move the board, the antenna); errors only when any.
+    if (i.wifi) parts.push((i.wifi.signal_dbm === null ? '' : `${i.wifi.signal_dbm} dBm `) + `${i.wifi.quality} %`);
+    const bad = (i.errors_per_s || 0) + (i.drops_per_s || 0);
+    if (bad > 0) parts.push(`${i.errors_per_s} err/s ${i.drops_per_s} drop/s`);
+    const weak = i.wifi && i.wifi.signal_dbm !== null && i.wifi.signal_dbm <= -75;
+    return [i.name, null, parts.join(' · '), bad > 0 || weak ? 'warn' : ''];
+  }), false);
+}
+
+/** Failed units first, then the `--unit` ones; hidden without systemd or with nothing to list. */
+function renderServices() {
+  const s = S.services;
+  const failed = (s && s.available && s.failed) || [], units = (s && s.available && s.units) || [];
+  show('card-services', failed.length + units.length > 0);
+  setText('services-sum', s && s.available ? (s.failed_count ? `${s.failed_count} failed` : 'none failed') : '');
+  const key = JSON.stringify([failed, units]);
+  const ul = $('services');
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key;
+  const item = (u, bad) => {
+    const li = document.createElement('li');
+    const name = document.createElement('span'); name.textContent = u.unit;
+    const st = document.createElement('span');
+    st.className = 'st ' + (bad || u.active === 'failed' ? 'firing' : u.active === 'active' ? 'ok' : 'pending');
+    st.textContent = `${u.active} (${u.sub})`;
+    const more = document.createElement('span'); more.className = 'rule';
+    const since = u.since ? ` · since ${fmtWhen(u.since, '7d')}` : '';
+    const restarts = u.restarts ? ` · ${u.restarts} restarts` : '';
+    more.textContent = (u.load === 'not-found' ? 'no such unit' : u.description) + restarts + since;
+    li.append(name, st, more);
+    return li;
+  };
+  ul.replaceChildren(...failed.map((u) => item(u, true)), ...units.map((u) => item(u, false)));
 }
 
 const PROC_CELLS = ['num', '', '', 'cmd', 'num', 'num', 'state'];
@@ -980,6 +1036,11 @@ function renderProcs() {
       if (td.textContent !== t) { td.textContent = t; td.title = t; }
     });
   });
+  // Who writes to the disk, whatever their CPU.
+  const w = S.writers;
+  show('writers', w.length > 0);
+  setText('writers', w.length ? 'Writing to disk: ' + w.map((p) => `${p.name} (${p.pid}) ${fmtBytes(p.write_per_s)}/s`).join(' · ')
+    + (S.ioReadable === 'own' ? ' (other users\' processes need root to be seen)' : '') : '');
   for (const th of document.querySelectorAll('th.sort')) {
     const on = th.dataset.sort === S.sort;
     th.classList.toggle('sorted', on);

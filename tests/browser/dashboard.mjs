@@ -15,10 +15,12 @@ fs.mkdirSync(OUT, { recursive: true });
 
 const daemons = new Set();
 
-/** Starts the daemon on 127.0.0.1 (port 0 unless given) and waits for its listening line. */
-function startDaemon(args = [], port = 0) {
+/** Starts the daemon on 127.0.0.1 (port 0 unless given), with `env` added to ours, and waits
+ * for its listening line. */
+function startDaemon(args = [], port = 0, env = {}) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ['--listen', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(BIN, ['--listen', `127.0.0.1:${port}`, ...args],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     const d = { proc, log: [], exited: new Promise((r) => proc.on('exit', r)) };
     daemons.add(d);
     let buf = '';
@@ -321,6 +323,54 @@ test('a firing alert shows in a banner, the alerts card, the tab title and the e
   } finally {
     await context.close();
     await stopDaemon(d);
+  }
+});
+
+test('services and disk I/O show when there is something to show; no systemd, no services card', async () => {
+  // The fake systemctl of tests/services.rs, answering from a directory of ours.
+  const fakeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgemon-browser-systemd-'));
+  fs.writeFileSync(path.join(fakeDir, 'failed.json'),
+    '[{"unit":"backup.service","load":"loaded","active":"failed","sub":"failed","description":"Nightly backup"}]\n');
+  fs.writeFileSync(path.join(fakeDir, 'show.txt'), 'Id=ssh.service\nDescription=OpenBSD Secure Shell server\nLoadState=loaded\n'
+    + 'ActiveState=active\nSubState=running\nNRestarts=3\nStateChangeTimestamp=@1764770000\n');
+  fs.writeFileSync(path.join(fakeDir, 'count'), '1');
+  const fake = new URL('../fixtures/fake-systemctl', import.meta.url).pathname;
+  const env = { PATH: `${fake}:${process.env.PATH}`, FAKE_SYSTEMD_DIR: fakeDir };
+  const d = await startDaemon(['--unit', 'ssh', '--hub-linger', '0'], 0, env);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('the services card', () => page.locator('#card-services').isVisible());
+    const items = await page.locator('#services li').allTextContents();
+    assert.ok(items[0].startsWith('backup.service') && items[0].includes('failed (failed)'), items.join(' / '));
+    assert.ok(items[1].startsWith('ssh.service') && items[1].includes('active (running)') && items[1].includes('3 restarts'), items.join(' / '));
+    assert.equal(await text(page, '#services-sum'), '1 failed');
+    // This host's disks: I/O per device with what was written since boot.
+    await waitFor('disk I/O rows', async () => /^\w+W .+\/s R .+\/s · .+ written$/.test(await text(page, '#disk-io')));
+    await page.screenshot({ path: path.join(OUT, 'services-1280.png'), fullPage: true });
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+  }
+  // systemd down: the card stays hidden and the page stops listening to the topic.
+  fs.writeFileSync(path.join(fakeDir, 'down'), '');
+  const d2 = await startDaemon(['--hub-linger', '0'], 0, env);
+  const context2 = await browser.newContext();
+  try {
+    const page = await openPage(context2, d2);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('the services topic left', async () => {
+      const s = await stats(d2);
+      return s.hubs.some((h) => h.topic === 'system') && !s.hubs.some((h) => h.topic === 'services');
+    });
+    assert.equal(await page.locator('#card-services').isVisible(), false);
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context2.close();
+    await stopDaemon(d2);
+    fs.rmSync(fakeDir, { recursive: true, force: true });
   }
 });
 
