@@ -134,7 +134,15 @@ pub fn valid_unit(name: &str) -> bool {
 }
 
 /// Runs `systemctl ARGS`: its standard output, or why not (the first line of its error).
-async fn systemctl(args: &[&str]) -> Result<String, String> {
+/// Boxed, so that its state machine is compiled once for every caller (the binary's budget).
+type Answer<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
+
+fn systemctl<'a>(args: &'a [&'a str]) -> Answer<'a> {
+    Box::pin(systemctl_inner(args))
+}
+
+async fn systemctl_inner(args: &[&str]) -> Result<String, String> {
     let run = async {
         let mut cmd = smol::process::Command::new("systemctl");
         let mut child = crate::notify::child_env(&mut cmd)
@@ -285,8 +293,19 @@ pub fn count_of(r: &Reading) -> Count {
     }
 }
 
-/// The manager's failed-unit count: one property, cheap enough to ask every 30 s.
+/// Where systemd marks a host it booted (sd_booted(3) checks the same): without it, systemctl
+/// can only fail.
+pub const BOOTED_MARK: &str = "/run/systemd/system";
+
+/// The manager's failed-unit count: one property, cheap enough to ask every 30 s. On a host
+/// systemd did not boot, no `systemctl` is run at all (a stat instead of a process every 30 s).
 pub async fn failed_count() -> (Count, Option<String>) {
+    if !std::path::Path::new(BOOTED_MARK).is_dir() {
+        return (
+            Count::Unavailable("systemd is not running"),
+            Some(format!("systemd is not running (no {BOOTED_MARK})")),
+        );
+    }
     match systemctl(&["show", "--no-pager", "-p", "NFailedUnits"]).await {
         Ok(out) => match parse_count(&out) {
             Some(n) => (Count::Failed(n), None),

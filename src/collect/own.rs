@@ -25,7 +25,12 @@ const TICKS_PER_SEC: f64 = 100.0;
 pub struct OwnMeter {
     /// The previous reading: when, and user+system ticks.
     prev: Option<(Instant, u64)>,
+    /// Bytes written as last read from `/proc/self/io`, and how many readings ago.
+    written: (u64, u32),
 }
+
+/// `/proc/self/io` is read every this many readings (a counter that stays 0 needs no 1 s view).
+const IO_EVERY: u32 = 10;
 
 impl OwnMeter {
     /// Reads `/proc/self`; `None` where it is unreadable.
@@ -46,11 +51,15 @@ impl OwnMeter {
             }
             None => 0.0,
         };
-        let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+        if self.written.1 % IO_EVERY == 0 {
+            let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+            self.written.0 = parse_write_bytes(&io).unwrap_or(self.written.0);
+        }
+        self.written.1 = self.written.1.wrapping_add(1);
         Some(Own {
             rss,
             cpu: super::round1(cpu),
-            written_bytes: parse_write_bytes(&io).unwrap_or(0),
+            written_bytes: self.written.0,
         })
     }
 }

@@ -46,7 +46,7 @@ pub(super) async fn idle_and_dashboard(r: &mut Report, plan: &Plan, d: &Proc) ->
     );
     for (topics, gate) in [
         (&["system"][..], true),
-        (&["system", "processes", "alerts"][..], false),
+        (&["system", "processes", "alerts", "services"][..], false),
     ] {
         let mut c = Client::connect(source_ip(0), d.addr, "/ws", None).await?;
         for t in topics {
