@@ -8,29 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// The state of `name` in an `alerts` document.
-fn state_of(doc: &Value, name: &str) -> String {
-    doc["alerts"]
-        .as_array()
-        .expect("an alerts list")
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not listed: {doc}"))["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-/// The next `alerts` data frame whose state of `name` is `state`.
-async fn alerts_frame_with(ws: &mut Ws, name: &str, state: &str) -> Value {
-    loop {
-        let f = next_of_type(ws, "data").await;
-        if f["topic"] == "alerts" && state_of(&f["data"], name) == state {
-            return f["data"].clone();
-        }
-    }
-}
-
 fn firing_line(metrics: &str, alert: &str) -> Option<String> {
     metrics
         .lines()
@@ -73,12 +50,7 @@ fn under_voltage_fires_and_resolves_on_the_topic_the_api_the_events_and_metrics(
             names[0], "under_voltage",
             "defaults first, in their order: {names:?}"
         );
-        let busy = first["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["name"] == "busy")
-            .unwrap();
+        let busy = rule_of(&first, "busy");
         assert_eq!(busy["rule"], "cpu > 1000 for 5m info");
         assert_eq!(busy["severity"], "info");
 
@@ -244,12 +216,7 @@ fn a_pi_with_hwmon_only_reads_under_voltage_and_leaves_the_other_flags_null() {
         send(&mut ws, r#"{"op":"subscribe","topic":"alerts"}"#).await;
         let f = alerts_frame_with(&mut ws, "under_voltage", "firing").await;
         assert_eq!(state_of(&f, "throttled"), "unavailable");
-        let throttled = f["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["name"] == "throttled")
-            .unwrap();
+        let throttled = rule_of(&f, "throttled");
         assert!(
             throttled["reason"].as_str().unwrap().contains("hwmon"),
             "{throttled}"

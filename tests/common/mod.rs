@@ -542,3 +542,28 @@ pub fn stop_and_check_log(d: &mut Daemon, secret: &str) {
         "the log shows '{secret}'"
     );
 }
+
+/// Rule `name` in an `alerts` document (`GET /api/alerts`, the `alerts` topic's data).
+pub fn rule_of<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["alerts"]
+        .as_array()
+        .expect("an alerts list")
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {doc}"))
+}
+
+/// The state of rule `name` in an `alerts` document.
+pub fn state_of(doc: &Value, name: &str) -> String {
+    rule_of(doc, name)["state"].as_str().unwrap().to_string()
+}
+
+/// The data of the next `alerts` frame in which rule `name` is `state` (subscribe first).
+pub async fn alerts_frame_with(ws: &mut Ws, name: &str, state: &str) -> Value {
+    loop {
+        let f = next_of_type(ws, "data").await;
+        if f["topic"] == "alerts" && state_of(&f["data"], name) == state {
+            return f["data"].clone();
+        }
+    }
+}
