@@ -71,16 +71,6 @@ pub struct Topics {
     rings: Arc<Mutex<HashMap<String, Arc<Ring>>>>,
     /// `--unit` names for the `services` topic.
     units: Arc<[String]>,
-    /// The live `services` hub's last frame and its `seq`, for a new subscriber; cleared when
-    /// the producer stops.
-    services: Arc<
-        Mutex<
-            Option<(
-                u64,
-                async_tungstenite::tungstenite::protocol::frame::Utf8Bytes,
-            )>,
-        >,
-    >,
 }
 
 impl Topics {
@@ -95,7 +85,6 @@ impl Topics {
     ) -> Topics {
         Topics {
             units: units.into(),
-            services: Arc::new(Mutex::new(None)),
             changed,
             logs: logs
                 .into_iter()
@@ -188,14 +177,6 @@ impl Topics {
                     covers_seq: seq,
                 }
             }
-            // The live hub's last reading; the first subscriber gets the first one live.
-            SERVICES => match lock(&self.services).clone() {
-                Some((seq, frame)) => Backfill {
-                    frames: vec![frame],
-                    covers_seq: seq,
-                },
-                None => Backfill::default(),
-            },
             t if self.logs.contains_key(t) => {
                 let ring = lock(&self.rings).get(t).cloned();
                 match ring {
@@ -228,7 +209,6 @@ impl Catalog for Topics {
                 ServicesFeed {
                     sampler: self.sampler.clone(),
                     units: self.units.clone(),
-                    last: LastFrame(self.services.clone()),
                     _running: running,
                 },
                 hub,
@@ -397,27 +377,7 @@ async fn alert_states(sampler: Arc<Sampler>, hub: Weak<Hub>, _running: Running) 
 struct ServicesFeed {
     sampler: Arc<Sampler>,
     units: Arc<[String]>,
-    last: LastFrame,
     _running: Running,
-}
-
-/// The `services` hub's last frame; emptied when the producer stops, so a later hub (whose
-/// `seq` starts again) never gets a frame of the one before.
-struct LastFrame(
-    Arc<
-        Mutex<
-            Option<(
-                u64,
-                async_tungstenite::tungstenite::protocol::frame::Utf8Bytes,
-            )>,
-        >,
-    >,
-);
-
-impl Drop for LastFrame {
-    fn drop(&mut self) {
-        *lock(&self.0) = None;
-    }
 }
 
 /// Asks systemd every `SERVICES_PERIOD` while the `services` hub lives and publishes what it
@@ -431,9 +391,8 @@ async fn services(feed: ServicesFeed, hub: Weak<Hub>) {
             let Some(hub) = hub.upgrade() else { return };
             let data = serde_json::to_string(&reading).expect("plain data always serializes");
             let seq = hub.next_seq();
-            let frame = data_frame(SERVICES, seq, unix_ms(), &data);
-            *lock(&feed.last.0) = Some((seq, frame.clone()));
-            hub.publish(seq, frame);
+            // The hub keeps it as its last frame: a later subscriber gets it at once.
+            hub.publish(seq, data_frame(SERVICES, seq, unix_ms(), &data));
         }
         smol::Timer::after(SERVICES_PERIOD).await;
     }

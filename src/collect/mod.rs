@@ -145,8 +145,8 @@ pub struct Collector {
     hwmon: hwmon::Hwmon,
     /// The firmware mailbox (`/dev/vcio`); none for a fixture sysfs tree.
     mailbox: Option<Box<dyn pi::Mailbox>>,
-    /// The Pi source last used and, if the mailbox could not be, why (logged when it changes).
-    pi_source: Option<(&'static str, Option<String>)>,
+    /// The Pi source last used (logged when it changes).
+    pi_source: Option<&'static str>,
     /// Which interfaces are reported.
     net_filter: net::Filter,
     /// The previous `/proc/stat` reading, for the CPU breakdown.
@@ -296,7 +296,7 @@ impl Collector {
         );
         let source = h.as_ref().map(|h| h.source);
         if let Some(source) = source
-            && self.pi_source.as_ref().is_none_or(|(s, _)| *s != source)
+            && self.pi_source != Some(source)
         {
             match (source, &why_not_mailbox) {
                 ("mailbox", _) => {
@@ -312,7 +312,7 @@ impl Collector {
                 ),
                 (s, None) => log::info!("pi: throttle flags from {s}"),
             }
-            self.pi_source = Some((source, why_not_mailbox));
+            self.pi_source = Some(source);
         }
         h
     }
