@@ -108,6 +108,13 @@ impl App {
                 changed.clone(),
                 me,
                 config.units.clone(),
+                crate::topics::ContainerConfig {
+                    engine: config
+                        .docker_socket
+                        .clone()
+                        .map(|p| Arc::new(crate::engine::Engine::new(p))),
+                    logs: config.container_logs.clone(),
+                },
             ));
             let registry = Registry::new(
                 topics.clone(),

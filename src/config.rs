@@ -93,6 +93,15 @@ pub struct Flags {
     /// every failed unit (repeatable, at most 32)
     #[argh(option)]
     pub unit: Vec<String>,
+    /// the container engine's API socket, e.g. /var/run/docker.sock or
+    /// /run/podman/podman.sock; containers are off without it (root-equivalent access: see the
+    /// README's Containers)
+    #[argh(option)]
+    pub docker_socket: Option<String>,
+    /// containers whose logs become topics logs/container/NAME, as NAME,NAME or all (at most
+    /// 32; default none, since logs can hold secrets)
+    #[argh(option)]
+    pub container_logs: Option<String>,
     /// error, warn, info, debug or trace (default info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -157,6 +166,10 @@ pub struct Config {
     pub notify: Vec<crate::deliver::Target>,
     /// `--unit` names for the `services` topic.
     pub units: Vec<String>,
+    /// `--docker-socket`: the container engine's socket; `None`, containers are off.
+    pub docker_socket: Option<PathBuf>,
+    /// `--container-logs`: which containers' logs are topics.
+    pub container_logs: crate::containers::LogAccess,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
     /// Threads running the executor (`--threads`).
@@ -349,6 +362,25 @@ impl Config {
                 ),
             ));
         }
+        let docker_socket = match f.docker_socket.as_deref() {
+            None => None,
+            Some(p) if p.trim().is_empty() => {
+                return Err(bad("--docker-socket", "give the socket's path"));
+            }
+            Some(p) => Some(PathBuf::from(p)),
+        };
+        let container_logs = match f.container_logs.as_deref() {
+            None => crate::containers::LogAccess::Off,
+            Some(_) if docker_socket.is_none() => {
+                return Err(bad(
+                    "--container-logs",
+                    "needs --docker-socket (the engine the logs come from)",
+                ));
+            }
+            Some(s) => {
+                crate::containers::LogAccess::parse(s).map_err(|m| bad("--container-logs", m))?
+            }
+        };
         let alerts = crate::alerts::rule_set(&f.alert, !f.no_default_alerts)
             .map_err(|(rule, why)| bad("--alert", format!("'{rule}': {why}")))?;
         Ok(Config {
@@ -382,6 +414,8 @@ impl Config {
             alert_min_resolve: crate::alerts::MIN_RESOLVE,
             notify: crate::deliver::targets(&f.notify).map_err(|m| bad("--notify", m))?,
             units: f.unit.clone(),
+            docker_socket,
+            container_logs,
             log_level,
             threads,
             head_timeout: Duration::from_secs(10),

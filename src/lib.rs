@@ -39,8 +39,10 @@ pub(crate) mod codec;
 pub(crate) mod collect;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod containers;
 pub mod deliver;
 pub(crate) mod duration;
+pub(crate) mod engine;
 pub(crate) mod events;
 pub(crate) mod history;
 pub(crate) mod host;
@@ -67,6 +69,7 @@ pub(crate) mod trim;
 pub(crate) mod upgrade;
 
 pub use config::{Config, Flags};
+pub use containers::LogAccess;
 pub use server::{Server, ServerHandle};
 /// A log `pos` as a client sends it back (`after`), parsed and encoded again; `None` if it is
 /// refused. For the fuzzer: what parses must encode to a `pos` that parses to the same.

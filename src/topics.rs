@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_channel::Receiver;
 
 use crate::collect::procs::Scanner;
+use crate::containers::{LOG_PREFIX, LogAccess, MAX_LOG_TOPICS};
 use crate::hub::{Catalog, Hub, ProducerFuture};
 use crate::lock::lock;
-use crate::logs::{Ring, Source, follow_file, follow_journal};
+use crate::logs::{ContainerSource, Ring, Source, follow_container, follow_file, follow_journal};
 use crate::protocol::{Backfill, data_frame, history_frames, unix_ms};
 use crate::sampler::{Sample, Sampler};
 
@@ -39,6 +40,8 @@ pub const ALERTS_REFRESH: Duration = Duration::from_secs(10);
 pub const SERVICES: &str = "services";
 /// How often the `services` topic asks systemd while someone watches.
 pub const SERVICES_PERIOD: Duration = Duration::from_secs(5);
+/// Topic of the containers of `--docker-socket`, read every `containers::PERIOD` while watched.
+pub const CONTAINERS: &str = "containers";
 /// Topic of padded frames published fast, only for tests and the benchmark (`Config::flood`).
 pub const FLOOD: &str = "test/flood";
 
@@ -71,6 +74,21 @@ pub struct Topics {
     rings: Arc<Mutex<HashMap<String, Arc<Ring>>>>,
     /// `--unit` names for the `services` topic.
     units: Arc<[String]>,
+    /// The container engine, if `--docker-socket` was given.
+    engine: Option<Arc<crate::engine::Engine>>,
+    /// `--container-logs`.
+    container_logs: LogAccess,
+    /// The container names of the last `containers` reading (sorted): with
+    /// `--container-logs all`, the log topics listed.
+    known: Arc<Mutex<Vec<String>>>,
+}
+
+/// What the catalog needs of the container engine: the engine, and whose logs are topics.
+pub struct ContainerConfig {
+    /// `--docker-socket`'s engine.
+    pub engine: Option<Arc<crate::engine::Engine>>,
+    /// `--container-logs`.
+    pub logs: LogAccess,
 }
 
 impl Topics {
@@ -82,14 +100,29 @@ impl Topics {
         changed: Arc<event_listener::Event>,
         daemon: Weak<dyn DaemonView>,
         units: Vec<String>,
+        containers: ContainerConfig,
     ) -> Topics {
+        let mut logs: BTreeMap<String, Source> = logs
+            .into_iter()
+            .map(|(name, src)| (format!("logs/{name}"), src))
+            .collect();
+        // Named containers' log topics exist from the start, like files and journals.
+        if let (Some(engine), LogAccess::Named(names)) = (&containers.engine, &containers.logs) {
+            for name in names {
+                let src = ContainerSource {
+                    name: name.clone(),
+                    engine: engine.clone(),
+                };
+                logs.insert(format!("{LOG_PREFIX}{name}"), Source::Container(src));
+            }
+        }
         Topics {
             units: units.into(),
+            engine: containers.engine,
+            container_logs: containers.logs,
+            known: Arc::new(Mutex::new(Vec::new())),
             changed,
-            logs: logs
-                .into_iter()
-                .map(|(name, src)| (format!("logs/{name}"), src))
-                .collect(),
+            logs,
             rings: Arc::new(Mutex::new(HashMap::new())),
             sampler,
             flood,
@@ -127,8 +160,18 @@ impl Topics {
             SERVER.to_string(),
             ALERTS.to_string(),
             SERVICES.to_string(),
+            CONTAINERS.to_string(),
         ];
         v.extend(self.logs.keys().cloned());
+        if self.container_logs == LogAccess::All {
+            let known = lock(&self.known);
+            v.extend(
+                known
+                    .iter()
+                    .take(MAX_LOG_TOPICS)
+                    .map(|n| format!("{LOG_PREFIX}{n}")),
+            );
+        }
         if self.flood.is_some() {
             v.push(FLOOD.to_string());
         }
@@ -138,9 +181,34 @@ impl Topics {
     /// Whether `topic` can be subscribed.
     pub fn exists(&self, topic: &str) -> bool {
         // SECURITY: exact matches against configured names only; a topic never becomes a path.
-        matches!(topic, SYSTEM | PROCESSES | SERVER | ALERTS | SERVICES)
-            || self.logs.contains_key(topic)
+        matches!(
+            topic,
+            SYSTEM | PROCESSES | SERVER | ALERTS | SERVICES | CONTAINERS
+        ) || self.log_source(topic).is_some()
             || (topic == FLOOD && self.flood.is_some())
+    }
+
+    /// Where log `topic`'s lines come from: a configured log, or with `--container-logs all`
+    /// a container's (one listed last, or any while fewer than `MAX_LOG_TOPICS` container
+    /// log hubs run).
+    fn log_source(&self, topic: &str) -> Option<Source> {
+        if let Some(src) = self.logs.get(topic) {
+            return Some(src.clone());
+        }
+        let name = topic.strip_prefix(LOG_PREFIX)?;
+        let engine = self.engine.as_ref()?;
+        if self.container_logs != LogAccess::All || !crate::engine::valid_name(name) {
+            return None;
+        }
+        let listed = self.container_logs.allows(name, &lock(&self.known));
+        let rings = lock(&self.rings);
+        let live = rings.keys().filter(|t| t.starts_with(LOG_PREFIX)).count();
+        (listed || rings.contains_key(topic) || live < MAX_LOG_TOPICS).then(|| {
+            Source::Container(ContainerSource {
+                name: name.to_string(),
+                engine: engine.clone(),
+            })
+        })
     }
 
     /// Producers running now.
@@ -150,15 +218,15 @@ impl Topics {
 
     /// Whether `topic` is a log topic (its subscribers get markers for missed lines).
     pub fn is_log(&self, topic: &str) -> bool {
-        self.logs.contains_key(topic)
+        self.logs.contains_key(topic) || topic.starts_with(LOG_PREFIX)
     }
 
     /// What a subscriber of log `topic` that had the line at `after` receives first: the lines
     /// after it, or a `missed` frame and the backlog (`logs::Ring::resume`).
     pub async fn resume(&self, topic: &str, after: &crate::logs::Pos, may_read: bool) -> Backfill {
         let ring = lock(&self.rings).get(topic).cloned();
-        match (ring, self.logs.get(topic)) {
-            (Some(ring), Some(source)) => ring.resume(after, source, may_read).await,
+        match (ring, self.log_source(topic)) {
+            (Some(ring), Some(source)) => ring.resume(after, &source, may_read).await,
             _ => Backfill::default(),
         }
     }
@@ -177,7 +245,7 @@ impl Topics {
                     covers_seq: seq,
                 }
             }
-            t if self.logs.contains_key(t) => {
+            t if self.is_log(t) => {
                 let ring = lock(&self.rings).get(t).cloned();
                 match ring {
                     Some(ring) => ring.backfill().await,
@@ -213,10 +281,21 @@ impl Catalog for Topics {
                 },
                 hub,
             ))),
-            t if self.logs.contains_key(t) => {
+            CONTAINERS => Some(Box::pin(containers(
+                ContainersFeed {
+                    watcher: self.engine.as_ref().map(|e| {
+                        crate::containers::Watcher::new(e.clone(), self.container_logs.clone())
+                    }),
+                    known: self.known.clone(),
+                    _running: running,
+                },
+                hub,
+            ))),
+            t if self.is_log(t) => {
+                let source = self.log_source(t)?;
                 let (ring, ready) = Ring::new(t);
                 let guard = RingEntry::insert(&self.rings, t, &ring);
-                let fut: ProducerFuture = match self.logs[t].clone() {
+                let fut: ProducerFuture = match source {
                     Source::File(file) => Box::pin(async move {
                         let _held = (guard, running);
                         follow_file(file, ring, ready, hub).await;
@@ -224,6 +303,10 @@ impl Catalog for Topics {
                     Source::Journal { unit, dir } => Box::pin(async move {
                         let _held = (guard, running);
                         follow_journal(unit, dir, ring, ready, hub).await;
+                    }),
+                    Source::Container(src) => Box::pin(async move {
+                        let _held = (guard, running);
+                        follow_container(src, ring, ready, hub).await;
                     }),
                 };
                 Some(fut)
@@ -395,6 +478,39 @@ async fn services(feed: ServicesFeed, hub: Weak<Hub>) {
             hub.publish(seq, data_frame(SERVICES, seq, unix_ms(), &data));
         }
         smol::Timer::after(SERVICES_PERIOD).await;
+    }
+}
+
+/// What the `containers` producer holds: the watcher (none without `--docker-socket`).
+struct ContainersFeed {
+    watcher: Option<crate::containers::Watcher>,
+    known: Arc<Mutex<Vec<String>>>,
+    _running: Running,
+}
+
+/// Reads the engine every `containers::PERIOD` while the `containers` hub lives; without
+/// `--docker-socket`, publishes once that containers are off.
+async fn containers(mut feed: ContainersFeed, hub: Weak<Hub>) {
+    let Some(watcher) = feed.watcher.as_mut() else {
+        if let Some(hub) = hub.upgrade() {
+            let r = crate::containers::Reading::unavailable(crate::containers::NO_SOCKET);
+            let data = serde_json::to_string(&r).expect("plain data always serializes");
+            let seq = hub.next_seq();
+            // The hub keeps it as its last frame for every later subscriber.
+            hub.publish(seq, data_frame(CONTAINERS, seq, unix_ms(), &data));
+        }
+        return std::future::pending().await;
+    };
+    loop {
+        let (reading, names) = watcher.read().await;
+        *lock(&feed.known) = names;
+        {
+            let Some(hub) = hub.upgrade() else { return };
+            let data = serde_json::to_string(&reading).expect("plain data always serializes");
+            let seq = hub.next_seq();
+            hub.publish(seq, data_frame(CONTAINERS, seq, unix_ms(), &data));
+        }
+        smol::Timer::after(crate::containers::PERIOD).await;
     }
 }
 

@@ -2,8 +2,8 @@
 # The whole test suite, the README's one test command: `bash tests/all.sh [cargo test args...]`.
 #
 # As root on Debian it first installs what the tool-dependent tests need (chromium, promtool,
-# journalctl, systemd-journal-remote, kill, ip, node and npm), then `npm ci` for the browser
-# driver;
+# journalctl, systemd-journal-remote, kill, ip, node and npm; podman, runc and busybox-static
+# for the container tests), then `npm ci` for the browser driver;
 # then it runs every test, the ignored ones too (`--include-ignored`): a tool that is still
 # missing fails its test, which names it. Plain `cargo test` skips those tests and says so in
 # its summary ("N ignored", each with the reason).
@@ -19,6 +19,8 @@ declare -A need=(
   [ip]=iproute2
   [node]=nodejs
   [npm]=npm
+  [podman]=podman
+  [runc]=runc
 )
 missing=()
 for tool in "${!need[@]}"; do
@@ -27,6 +29,11 @@ for tool in "${!need[@]}"; do
 done
 if ! [ -x /lib/systemd/systemd-journal-remote ] && ! [ -x /usr/lib/systemd/systemd-journal-remote ]; then
   missing+=(systemd-journal-remote)
+fi
+
+# The container tests' image is Debian's static busybox (a dynamic one would need a libc in it).
+if ! dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+  missing+=(busybox-static)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

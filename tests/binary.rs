@@ -85,6 +85,20 @@ fn bad_flags_exit_2_naming_the_flag() {
             "--unit: '--all' is not a unit name",
         ),
         (&["--unit", "a;reboot"][..], "--unit: 'a;reboot'"),
+        (
+            &["--container-logs", "web"][..],
+            "--container-logs: needs --docker-socket",
+        ),
+        (
+            &[
+                "--docker-socket",
+                "/run/docker.sock",
+                "--container-logs",
+                "../etc",
+            ][..],
+            "--container-logs: '../etc' is not a container name",
+        ),
+        (&["--docker-socket", ""][..], "--docker-socket"),
     ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -123,6 +137,8 @@ fn help_lists_every_contract_flag_and_exits_0() {
         "--no-default-alerts",
         "--notify",
         "--unit",
+        "--docker-socket",
+        "--container-logs",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");

@@ -392,7 +392,7 @@ impl Open {
 }
 
 /// What replaces the bytes cut from an over-long line.
-fn cut_marker(bytes: u64) -> String {
+pub fn cut_marker(bytes: u64) -> String {
     format!(" …[{bytes} more bytes cut]")
 }
 

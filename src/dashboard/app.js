@@ -125,6 +125,7 @@ const S = {
   hover: null,               // {ts} while a pointer is over a graph
   procs: [], sort: 'cpu', writers: [], ioReadable: '',
   services: null,            // the newest `services` data; unavailable: the card stays hidden
+  containers: null,          // the newest `containers` data; unavailable or empty: no card
   logs: new Map(),           // topic -> {lines: [{id, t, cls}], nextId, pos}
   logTopic: '', follow: true, filter: '', pausedAt: 0,
   conn: 'connecting', connText: 'connecting…', notice: '',
@@ -156,6 +157,8 @@ function wanted() {
     if (S.logTopic) t.add(S.logTopic);
     // Units while the tab is seen, unless this socket heard there is no systemd to ask.
     if (!(S.services && S.services.available === false)) t.add('services');
+    // Containers likewise, unless there is no engine to ask (no --docker-socket, or it is gone).
+    if (!(S.containers && S.containers.available === false)) t.add('containers');
   }
   return t;
 }
@@ -203,6 +206,7 @@ function connect() {
   opened = false;
   subscribed.clear();
   S.services = null;
+  S.containers = null;
   for (const st of S.stores.values()) st.fresh = false;
   S.pending = null;
   const sock = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
@@ -325,6 +329,10 @@ function handle(m) {
   } else if (topic === 'services' && m.type === 'data') {
     S.services = m.data;
     // Nothing to ask here (no systemd): stop listening; a reconnect asks again.
+    if (m.data.available === false) syncSubscriptions();
+    dirty('procs');
+  } else if (topic === 'containers' && m.type === 'data') {
+    S.containers = m.data;
     if (m.data.available === false) syncSubscriptions();
     dirty('procs');
   } else if (topic.startsWith('logs/')) {
@@ -902,7 +910,7 @@ function render() {
         + `${fmtBytes(x.written_total)} written`, '']), false);
   }
   if (graphs) renderGraphs(d);
-  if (procs) { renderProcs(); renderServices(); }
+  if (procs) { renderProcs(); renderServices(); renderContainers(); }
   if (logs) renderLog();
 }
 
@@ -1018,6 +1026,50 @@ function renderServices() {
   ul.replaceChildren(...failed.map((u) => item(u, true)), ...units.map((u) => item(u, false)));
 }
 
+/** Running containers first (the daemon's order); hidden when there are none. */
+function renderContainers() {
+  const c = S.containers;
+  const list = (c && c.available && c.containers) || [];
+  show('card-containers', list.length > 0);
+  const running = list.filter((x) => x.state === 'running').length;
+  setText('containers-sum', list.length ? `${running} running of ${c.total}` : '');
+  const key = JSON.stringify(list);
+  const ul = $('containers');
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key;
+  const rate = (io) => (io && !missing(io.in_per_s) ? `${fmtRate(io.in_per_s)} in, ${fmtRate(io.out_per_s)} out` : '');
+  ul.replaceChildren(...list.map((x) => {
+    const li = document.createElement('li');
+    const name = document.createElement('span'); name.textContent = x.name;
+    const st = document.createElement('span');
+    const bad = x.health === 'unhealthy' || x.state === 'dead' || x.state === 'restarting';
+    st.className = 'st ' + (bad ? 'firing' : x.state === 'running' ? 'ok' : 'pending');
+    st.textContent = x.health ? `${x.state} (${x.health})` : x.state;
+    const more = document.createElement('span'); more.className = 'rule';
+    const parts = [x.image];
+    if (x.state === 'running') {
+      if (!missing(x.cpu)) parts.push(`CPU ${fmtPct(x.cpu)}`);
+      if (x.memory) parts.push(`${fmtBytes(x.memory.used)} of ${fmtBytes(x.memory.limit)}`);
+      const net = rate(x.net), disk = rate(x.block);
+      if (net) parts.push(`net ${net}`);
+      if (disk) parts.push(`disk ${disk.replace(' in', ' read').replace(' out', ' written')}`);
+      if (!missing(x.uptime_s)) parts.push(`up ${fmtDuration(x.uptime_s)}`);
+    } else parts.push(x.status);
+    if (x.restarts) parts.push(`${x.restarts} restarts`);
+    more.textContent = parts.join(' · ');
+    li.append(name, st, more);
+    if (x.logs) {
+      // Its log in the logs card below.
+      const b = document.createElement('button');
+      b.type = 'button'; b.className = 'link'; b.textContent = 'log';
+      b.setAttribute('aria-label', `log of ${x.name}`);
+      b.addEventListener('click', () => { pickLog(x.logs); $('card-logs').scrollIntoView({ block: 'nearest' }); });
+      more.append(' · ', b);
+    }
+    return li;
+  }));
+}
+
 const PROC_CELLS = ['num', '', '', 'cmd', 'num', 'num', 'state'];
 function renderProcs() {
   const procs = S.procs.slice().sort((a, b) => (S.sort === 'rss' ? b.rss - a.rss : b.cpu - a.cpu || b.rss - a.rss));
@@ -1116,6 +1168,17 @@ for (const b of document.querySelectorAll('#ranges button')) {
 }
 $('retry').addEventListener('click', retryNow);
 $('log-source').addEventListener('change', (e) => { S.logTopic = e.target.value; syncSubscriptions(); dirty(); });
+/** Shows log `topic` in the logs card (a container's log may not be in the picker yet). */
+function pickLog(topic) {
+  const sel = $('log-source');
+  if (![...sel.options].some((o) => o.value === topic)) {
+    const o = document.createElement('option'); o.value = topic; o.textContent = topic.slice(5); sel.appendChild(o);
+  }
+  sel.value = topic;
+  S.logTopic = topic;
+  syncSubscriptions();
+  dirty();
+}
 $('log-follow').addEventListener('click', () => {
   S.follow = !S.follow;
   $('log-follow').textContent = S.follow ? 'Pause' : 'Follow';

@@ -22,6 +22,9 @@ use crate::protocol::{
 use crate::rate::READ_BATCH;
 use async_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
+mod container;
+pub use container::{ContainerSource, Mark, follow_container};
+
 /// Lines a new subscriber receives first.
 pub const BACKLOG: usize = 100;
 /// How often a followed file is checked for new lines.
@@ -48,6 +51,8 @@ pub enum Pos {
     File(At),
     /// A journal entry's cursor.
     Journal(String),
+    /// A container log line's place.
+    Container(Mark),
 }
 
 impl Pos {
@@ -59,6 +64,7 @@ impl Pos {
                 a.id.0, a.id.1, a.start, a.end, a.check_len, a.check
             ),
             Pos::Journal(c) => format!("j1:{c}"),
+            Pos::Container(m) => format!("c1:{}:{:x}:{:x}", m.id, m.ts_ns, m.k),
         }
     }
 
@@ -105,6 +111,23 @@ impl Pos {
             }
             return Ok(Pos::Journal(cursor.to_string()));
         }
+        if let Some(rest) = s.strip_prefix("c1:") {
+            let bad = || "a container position is c1:ID:STAMP:INDEX".to_string();
+            let [id, ts, k] = rest.split(':').collect::<Vec<_>>()[..] else {
+                return Err(bad());
+            };
+            let hex = |f: &str, max: usize| {
+                !f.is_empty() && f.len() <= max && f.bytes().all(|b| b.is_ascii_hexdigit())
+            };
+            if !(hex(id, 64) && hex(ts, 16) && hex(k, 8)) {
+                return Err(bad());
+            }
+            return Ok(Pos::Container(Mark {
+                id: id.to_string(),
+                ts_ns: u64::from_str_radix(ts, 16).map_err(|_| bad())?,
+                k: u32::from_str_radix(k, 16).map_err(|_| bad())?,
+            }));
+        }
         Err("unknown kind of position".into())
     }
 }
@@ -122,6 +145,8 @@ pub enum Source {
         /// A journal directory (`journalctl -D`), or `None` for the system journal.
         dir: Option<PathBuf>,
     },
+    /// A container's log, through the engine.
+    Container(ContainerSource),
 }
 
 /// A followed file: its path, resolved once at start, and whether an operation on it is running.
@@ -620,6 +645,18 @@ async fn read_gap(source: &Source, after: &Pos, upto: Option<Pos>) -> Gap {
                 })
                 .await
         }
+        (Source::Container(src), Pos::Container(after)) => {
+            let upto = match &upto {
+                Some(Pos::Container(m)) => Some(m),
+                _ => None,
+            };
+            container::read_gap(src, after, upto)
+                .or(async {
+                    smol::Timer::after(RESUME_TIMEOUT).await;
+                    Err("unknown")
+                })
+                .await
+        }
         // A file's position for a journal or the other way round: another source now.
         _ => Err("not_resumable"),
     }
@@ -790,6 +827,11 @@ mod tests {
         for p in [
             Pos::File(at),
             Pos::Journal("s=0a;i=1f;b=9c;m=2a;t=5f;x=77".into()),
+            Pos::Container(Mark {
+                id: "73cf6779b5b3".into(),
+                ts_ns: 1_796_319_129_000_000_000,
+                k: 3,
+            }),
         ] {
             let s = p.encode();
             assert!(s.len() <= MAX_POS, "{s}");
@@ -804,6 +846,15 @@ mod tests {
             "check > u32"
         );
         assert!(Pos::parse("j1:").is_err());
+        for bad in [
+            "c1:",
+            "c1:xyz:1:0",
+            "c1:ab:1",
+            "c1:ab:1:0:0",
+            "c1:ab:11111111111111111:0",
+        ] {
+            assert!(Pos::parse(bad).is_err(), "{bad}");
+        }
         assert!(
             Pos::parse("j1:-n").is_ok(),
             "a dash is a cursor character, and one argument"

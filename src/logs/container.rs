@@ -1,0 +1,273 @@
+//! A container's log as a topic (`logs/container/NAME`): its last lines, then followed through
+//! the engine's log stream for as long as the hub lives, across the container stopping,
+//! starting and being replaced under the same name.
+//!
+//! Positions: the engine stamps every line (`timestamps=1`), Podman to the second, Docker to
+//! the nanosecond; a line's `pos` is the container's ID, its stamp and its place among the
+//! lines with the same stamp. Resuming asks the engine for the lines `since` that second and
+//! drops those up to the position, so a resume is exact wherever the engine still has the
+//! lines; another container under the name is `not_resumable`.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_channel::Sender;
+
+use super::{BACKLOG, Gap, Pos, RESUME_MAX_BYTES, RESUME_MAX_LINES, Ring};
+use crate::engine::{Engine, Error, stream::Lines};
+use crate::hub::Hub;
+use crate::rate::READ_BATCH;
+
+/// How long to wait before looking at a container again that is missing, stopped or failing.
+pub const RETRY: Duration = Duration::from_secs(3);
+
+/// A container log's source: its name and the engine.
+#[derive(Clone, Debug)]
+pub struct ContainerSource {
+    /// The container's name.
+    pub name: String,
+    /// The engine it runs on.
+    pub engine: Arc<Engine>,
+}
+
+/// Where a container log line sits: the container, the engine's stamp (unix ns) and the
+/// line's index among the lines with that same stamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// The container's ID (12 hex digits).
+    pub id: String,
+    /// The line's stamp.
+    pub ts_ns: u64,
+    /// Its index among the lines stamped `ts_ns`.
+    pub k: u32,
+}
+
+impl Mark {
+    /// The mark of a line stamped `ts_ns` (`None`: as the line before) that follows `prev`.
+    fn next(prev: Option<&Mark>, id: &str, ts_ns: Option<u64>) -> Mark {
+        let ts_ns = ts_ns.or(prev.map(|p| p.ts_ns)).unwrap_or(0);
+        let k = match prev {
+            Some(p) if p.ts_ns == ts_ns && p.id == id => p.k + 1,
+            _ => 0,
+        };
+        Mark {
+            id: id.to_string(),
+            ts_ns,
+            k,
+        }
+    }
+
+    /// Whether this mark comes after `other` in the same container's log.
+    fn after(&self, other: &Mark) -> bool {
+        (self.ts_ns, self.k) > (other.ts_ns, other.k)
+    }
+
+    /// The `since` second that replays this line and everything after it.
+    fn since(&self) -> u64 {
+        self.ts_ns / 1_000_000_000
+    }
+}
+
+/// What a look at the container found.
+enum Found {
+    /// It exists: its ID, whether it has a TTY, whether it runs.
+    Container {
+        id: String,
+        tty: bool,
+        running: bool,
+    },
+    /// It cannot be followed now, and why.
+    Not(String),
+}
+
+async fn look(src: &ContainerSource) -> Found {
+    match src.engine.inspect(&src.name).await {
+        Ok(v) => {
+            let id: String = crate::engine::text(&v, "Id").chars().take(12).collect();
+            if id.is_empty() {
+                return Found::Not("the engine's details of the container have no Id".into());
+            }
+            let tty = v
+                .pointer("/Config/Tty")
+                .and_then(serde_json::Value::as_bool)
+                == Some(true);
+            let running = v
+                .pointer("/State/Running")
+                .and_then(serde_json::Value::as_bool)
+                == Some(true);
+            Found::Container { id, tty, running }
+        }
+        Err(Error::Status(404, _)) => {
+            Found::Not(format!("no container named {} (waiting for one)", src.name))
+        }
+        Err(e) => Found::Not(format!("{} (retrying)", crate::engine::reason(&e))),
+    }
+}
+
+/// Follows the container's log; the engine connection lives in this future only.
+pub async fn follow_container(
+    src: ContainerSource,
+    ring: Arc<Ring>,
+    ready: Sender<()>,
+    hub: Weak<Hub>,
+) {
+    let mut ready = Some(ready);
+    // The last line seen (published or preloaded).
+    let mut last: Option<Mark> = None;
+    // The second the current container's log was first read at, when it had no line yet.
+    let mut quiet_since: Option<(String, u64)> = None;
+    loop {
+        let (id, tty, running) = match look(&src).await {
+            Found::Container { id, tty, running } => (id, tty, running),
+            Found::Not(why) => {
+                ring.set_error(hub.upgrade().as_deref(), Some(why));
+                drop(ready.take());
+                smol::Timer::after(RETRY).await;
+                continue;
+            }
+        };
+        let same = last.as_ref().is_some_and(|m| m.id == id);
+        if ready.is_some() {
+            // The first read: the backlog, into the ring without frames.
+            match src.engine.logs(&id, false, None, Some(BACKLOG), tty).await {
+                Ok(mut lines) => {
+                    let mut got = Vec::new();
+                    let mut count = 0u32;
+                    loop {
+                        count += 1;
+                        if count % READ_BATCH == 0 {
+                            smol::future::yield_now().await;
+                        }
+                        match lines.next().await {
+                            Ok(Some(l)) => {
+                                let m = Mark::next(last.as_ref(), &id, l.ts_ns);
+                                last = Some(m.clone());
+                                got.push((l.text, Some(Pos::Container(m))));
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                ring.set_error(None, Some(format!("{} (retrying)", e)));
+                                break;
+                            }
+                        }
+                    }
+                    if last.is_none() {
+                        quiet_since = Some((id.clone(), crate::protocol::unix_ms() / 1000));
+                    }
+                    ring.preload(got);
+                }
+                Err(e) => ring.set_error(None, Some(format!("{} (retrying)", e))),
+            }
+            drop(ready.take());
+            continue;
+        }
+        // Where to pick up: after the last line of this container, or (another container under
+        // the name) from its last BACKLOG lines, which are all new to subscribers.
+        let (since, tail) = match (&last, &quiet_since) {
+            (Some(m), _) if same => (Some(m.since()), None),
+            (_, Some((qid, s))) if *qid == id => (Some(*s), None),
+            _ => (None, Some(BACKLOG)),
+        };
+        if !same && last.is_some() {
+            log::info!("{}: another container now has the name", ring.topic);
+            last = None;
+        }
+        let from = last.clone();
+        let ended = match src.engine.logs(&id, running, since, tail, tty).await {
+            Ok(mut lines) => {
+                if running {
+                    let Some(h) = hub.upgrade() else { return };
+                    ring.set_error(Some(&h), None);
+                }
+                let mut count = 0u32;
+                let mut replay: Option<Mark> = None;
+                loop {
+                    count += 1;
+                    if count % READ_BATCH == 0 {
+                        smol::future::yield_now().await;
+                    }
+                    let l = match lines.next().await {
+                        Ok(Some(l)) => l,
+                        Ok(None) => break None,
+                        Err(e) => break Some(format!("{e} (retrying)")),
+                    };
+                    // Marks are counted along the replayed stream, as they were the first time.
+                    let m = Mark::next(replay.as_ref(), &id, l.ts_ns);
+                    replay = Some(m.clone());
+                    if from.as_ref().is_some_and(|f| !m.after(f)) {
+                        continue;
+                    }
+                    let Some(h) = hub.upgrade() else { return };
+                    last = Some(m.clone());
+                    quiet_since = None;
+                    ring.push(&h, &l.text, Some(Pos::Container(m)));
+                }
+            }
+            Err(Error::Status(404, _)) => None,
+            Err(e) => Some(format!("{} (retrying)", crate::engine::reason(&e))),
+        };
+        if last.is_none() && quiet_since.is_none() {
+            quiet_since = Some((id.clone(), crate::protocol::unix_ms() / 1000));
+        }
+        let Some(h) = hub.upgrade() else { return };
+        match ended {
+            Some(why) => ring.set_error(Some(&h), Some(why)),
+            // The stream ended: the container stopped (or was never running).
+            None => {
+                if let Found::Container { running: false, .. } = look(&src).await {
+                    ring.set_error(
+                        Some(&h),
+                        Some(format!(
+                            "container {} is not running; following again when it starts",
+                            src.name
+                        )),
+                    );
+                }
+            }
+        }
+        drop(h);
+        smol::Timer::after(RETRY).await;
+    }
+}
+
+/// The lines after `after` up to the ring's first (`upto`), asked from the engine again.
+pub(super) async fn read_gap(src: &ContainerSource, after: &Mark, upto: Option<&Mark>) -> Gap {
+    let Found::Container { id, tty, .. } = look(src).await else {
+        return Err("unknown");
+    };
+    if id != after.id {
+        return Err("not_resumable");
+    }
+    let mut lines: Lines = src
+        .engine
+        .logs(&id, false, Some(after.since()), None, tty)
+        .await
+        .map_err(|_| "unknown")?;
+    let (mut got, mut bytes, mut count) = (Vec::new(), 0usize, 0u32);
+    let mut replay: Option<Mark> = None;
+    loop {
+        count += 1;
+        if count % READ_BATCH == 0 {
+            smol::future::yield_now().await;
+        }
+        let l = match lines.next().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok((got, true)),
+            Err(_) => return Ok((got, false)),
+        };
+        let m = Mark::next(replay.as_ref(), &id, l.ts_ns);
+        replay = Some(m.clone());
+        if !m.after(after) {
+            continue;
+        }
+        // The ring's first line: the rest is in the ring.
+        if upto.is_some_and(|u| u.id == m.id && !u.after(&m)) {
+            return Ok((got, true));
+        }
+        bytes += l.text.len() + 1;
+        if got.len() >= RESUME_MAX_LINES || bytes > RESUME_MAX_BYTES {
+            return Ok((got, false));
+        }
+        got.push((l.text, Pos::Container(m)));
+    }
+}
