@@ -11,184 +11,32 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use edgemon::LogAccess;
 use serde_json::Value;
 
-const IMAGE: &str = "localhost/edgemon-busybox:test";
+#[path = "../src/bench/podman.rs"]
+mod podman;
+use podman::{IMAGE, Podman};
 
-/// A podman engine of this test's own.
-struct Podman {
-    dir: PathBuf,
-    socket: PathBuf,
-    service: Option<Child>,
-}
-
-fn skip_or_fail(why: &str) -> Option<Podman> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("no container engine can run here under CI=true: {why}");
-    }
-    eprintln!(
-        "SKIPPED: no container engine can run here: {why} (bash tests/all.sh as root installs podman, runc and busybox-static)"
-    );
-    None
-}
-
-impl Podman {
-    /// Starts `podman system service` on a socket in a fresh directory, with the test image.
-    fn start(tag: &str) -> Option<Podman> {
-        // SAFETY of the check: root only; podman as another user needs a session's runtime dir.
-        if !rustix_is_root() {
-            return skip_or_fail("not root");
+/// A podman engine of this test's own, or `None` (SKIPPED) where none can run; under
+/// `CI=true` that fails the test instead.
+fn engine(tag: &str) -> Option<Podman> {
+    match Podman::start(tag) {
+        Ok(p) => Some(p),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("no container engine can run here under CI=true: {why}")
         }
-        for tool in ["podman", "runc"] {
-            if Command::new(tool).arg("--version").output().is_err() {
-                return skip_or_fail(&format!("{tool} is not installed"));
-            }
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: no container engine can run here: {why} (bash tests/all.sh as root \
+                 installs podman, runc and busybox-static)"
+            );
+            None
         }
-        let busybox = Path::new("/bin/busybox");
-        if !busybox.exists() {
-            return skip_or_fail("/bin/busybox (busybox-static) is not installed");
-        }
-        let dir = std::env::temp_dir().join(format!("edgemon-podman-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("image/bin")).unwrap();
-        std::fs::copy(busybox, dir.join("image/bin/busybox")).unwrap();
-        let mut p = Podman {
-            socket: dir.join("api.sock"),
-            dir,
-            service: None,
-        };
-        let tar = p.dir.join("image.tar");
-        let ok = Command::new("tar")
-            .arg("-C")
-            .arg(p.dir.join("image"))
-            .arg("-cf")
-            .arg(&tar)
-            .arg("bin")
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let out = p.podman(&["import", tar.to_str().unwrap(), IMAGE]);
-        if !out.status.success() {
-            return skip_or_fail(&format!(
-                "podman import failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        p.start_service();
-        Some(p)
     }
-
-    /// `podman` with this engine's storage.
-    fn podman(&self, args: &[&str]) -> std::process::Output {
-        Command::new("podman")
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--runtime",
-                "runc",
-                "--events-backend",
-                "file",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("podman runs")
-    }
-
-    fn must(&self, args: &[&str]) -> String {
-        let out = self.podman(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Runs `script` in a detached container `name` (with a TTY if `tty`).
-    fn run(&self, name: &str, tty: bool, script: &str) {
-        let mut args = vec!["run", "-d", "--name", name, "--network", "none"];
-        args.extend([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ]);
-        if tty {
-            args.push("-t");
-        }
-        args.extend([IMAGE, "/bin/busybox", "sh", "-c", script]);
-        self.must(&args);
-    }
-
-    fn start_service(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new("podman")
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--runtime",
-                "runc",
-                "--events-backend",
-                "file",
-            ])
-            .args(["system", "service", "--time=0"])
-            .arg(format!("unix://{}", self.socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("podman system service");
-        self.service = Some(child);
-        // The socket appears once the service listens (bounded wait on a file, no event exists).
-        for _ in 0..200 {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "podman system service did not listen on {}",
-            self.socket.display()
-        );
-    }
-
-    fn stop_service(&mut self) {
-        if let Some(mut c) = self.service.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.podman(&["rm", "-f", "-a", "-t", "0"]);
-        self.stop_service();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rustix_is_root() -> bool {
-    // The test crate has no libc binding of its own: ask `id`.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn daemon_for(socket: &Path, logs: LogAccess) -> edgemon::ServerHandle {
@@ -222,7 +70,7 @@ async fn subscribe(ws: &mut Ws, topic: &str) {
 
 #[test]
 fn containers_are_listed_with_their_figures_and_follow_stop_and_start() {
-    let Some(p) = Podman::start("list") else {
+    let Some(p) = engine("list") else {
         return;
     };
     // A busy one (its CPU shows) and a quiet one that exits on its own.
@@ -365,7 +213,7 @@ fn numbered(lines: &[(String, String)]) -> Vec<u64> {
 
 #[test]
 fn a_container_log_is_followed_across_a_restart_and_resumes_exactly() {
-    let Some(p) = Podman::start("logs") else {
+    let Some(p) = engine("logs") else {
         return;
     };
     // Numbered lines that go on from where they were after a restart (the count is kept in a
@@ -487,7 +335,7 @@ fn a_container_log_is_followed_across_a_restart_and_resumes_exactly() {
 
 #[test]
 fn a_tty_containers_log_is_raw_text_and_read_as_lines() {
-    let Some(p) = Podman::start("tty") else {
+    let Some(p) = engine("tty") else {
         return;
     };
     p.run(
@@ -541,7 +389,7 @@ fn a_tty_containers_log_is_raw_text_and_read_as_lines() {
 
 #[test]
 fn an_engine_that_goes_away_is_reported_and_found_again() {
-    let Some(mut p) = Podman::start("away") else {
+    let Some(mut p) = engine("away") else {
         return;
     };
     p.run("web", false, "while true; do echo up; sleep 0.5; done");

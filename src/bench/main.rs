@@ -9,6 +9,7 @@ mod client;
 mod daemon;
 mod netns;
 mod peers;
+mod podman;
 mod procfs;
 mod report;
 mod scenarios;
@@ -44,7 +45,8 @@ struct Args {
     /// seconds per CPU window (default 60, smoke 3)
     #[argh(option)]
     window: Option<u64>,
-    /// run only this scenario (repeatable): idle (with dashboard), connections (the fan-outs),
+    /// run only this scenario (repeatable): idle (with dashboard), containers (CPU with 10
+    /// containers watched; root and podman), connections (the fan-outs),
     /// veth (the fan-outs across a veth pair; root), node (Node ws on both), churn, slow,
     /// hostile, subscribed, stretch; the binary size is always measured
     #[argh(option)]

@@ -374,6 +374,109 @@ test('services and disk I/O show when there is something to show; no systemd, no
   }
 });
 
+/** A container engine on a Unix socket answering the few calls edgemon makes, from fixed
+ * containers: `web` (running, healthy, logging) and `backup` (exited). Stats counters grow with
+ * each call, so rates show. The real engine is tested in tests/containers.rs. */
+async function fakeEngine(dir) {
+  const http = await import('node:http');
+  const sock = path.join(dir, 'engine.sock');
+  let calls = 0;
+  const web = { Id: 'a1b2c3d4e5f60718293a4b5c', Names: ['/web'], Image: 'nginx:1.27', State: 'running', Status: 'Up 3 hours (healthy)' };
+  const backup = { Id: 'ffeeddccbbaa998877665544', Names: ['/backup'], Image: 'restic/restic', State: 'exited', Status: 'Exited (0) 2 hours ago' };
+  // Lines keep the stamps they were logged with, and `since` (unix seconds) picks from them.
+  const logged = [['GET / 200', Date.now() - 60e3], ['GET /health 200', Date.now() - 30e3]];
+  const frame = ([line, at]) => {
+    const b = Buffer.from(`${new Date(at).toISOString()} ${line}\n`);
+    const h = Buffer.alloc(8); h[0] = 1; h.writeUInt32BE(b.length, 4);
+    return Buffer.concat([h, b]);
+  };
+  const server = http.createServer((req, res) => {
+    const u = new URL(req.url, 'http://engine');
+    const json = (v) => { res.writeHead(200, { 'Content-Type': 'application/json' }); res.end(JSON.stringify(v)); };
+    if (u.pathname === '/containers/json') return json([web, backup]);
+    const m = u.pathname.match(/^\/containers\/([^/]+)\/(json|stats|logs)$/);
+    const c = m && [web, backup].find((x) => x.Id.startsWith(m[1]) || x.Names[0] === '/' + m[1]);
+    if (!c) { res.writeHead(404, { 'Content-Type': 'application/json' }); return res.end('{"message":"no such container"}'); }
+    if (m[2] === 'json') {
+      return json({ Id: c.Id, Name: c.Names[0], RestartCount: c === web ? 2 : 0, Config: { Tty: false },
+        State: { Running: c.State === 'running', StartedAt: new Date(Date.now() - 3 * 3600e3).toISOString(), Health: c === web ? { Status: 'healthy' } : undefined } });
+    }
+    if (m[2] === 'stats') {
+      calls++;
+      return json({ read: new Date().toISOString(), cpu_stats: { cpu_usage: { total_usage: calls * 250e6 } },
+        memory_stats: { usage: 64 << 20, limit: 512 << 20 }, pids_stats: { current: 5 },
+        networks: { eth0: { rx_bytes: calls * 40960, tx_bytes: calls * 8192 } },
+        blkio_stats: { io_service_bytes_recursive: [{ op: 'write', value: calls * 4096 }] } });
+    }
+    res.writeHead(200, { 'Content-Type': 'application/vnd.docker.multiplexed-stream' });
+    const since = Number(u.searchParams.get('since') || 0) * 1000;
+    res.write(Buffer.concat(logged.filter(([, at]) => at >= since).map(frame)));
+    if (u.searchParams.get('follow') !== '1') return res.end();
+    const t = setInterval(() => {
+      const l = ['GET /live 200', Date.now()];
+      logged.push(l);
+      res.write(frame(l));
+    }, 500);
+    res.on('close', () => clearInterval(t));
+  });
+  await new Promise((r) => server.listen(sock, r));
+  return { sock, close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }) };
+}
+
+test('containers show in their card with figures, and a container links to its log', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgemon-browser-engine-'));
+  const engine = await fakeEngine(dir);
+  const d = await startDaemon(['--docker-socket', engine.sock, '--container-logs', 'web', '--hub-linger', '0']);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const page = await openPage(context, d);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('the containers card', () => page.locator('#card-containers').isVisible());
+    assert.equal(await text(page, '#containers-sum'), '1 running of 2');
+    // Rates need a second reading.
+    await waitFor('the figures of web', async () => /CPU [\d.]+ %/.test(await text(page, '#containers li:first-child')));
+    const items = await page.locator('#containers li').allTextContents();
+    assert.ok(items[0].startsWith('web') && items[0].includes('running (healthy)'), items.join(' / '));
+    assert.ok(items[0].includes('nginx:1.27') && items[0].includes('64.0 MiB of 512.0 MiB') && items[0].includes('2 restarts'), items[0]);
+    assert.ok(/net 20(\.0)? KiB\/s in/.test(items[0]) && items[0].includes('up 3h'), items[0]);
+    assert.ok(items[1].startsWith('backup') && items[1].includes('Exited (0) 2 hours ago') && !items[1].includes('log'), items[1]);
+    await page.getByRole('button', { name: 'log of web' }).click();
+    assert.equal(await page.locator('#log-source').inputValue(), 'logs/container/web');
+    await waitFor('the container log lines', async () => (await text(page, '#log')).includes('GET /live 200'));
+    const log = await text(page, '#log');
+    assert.equal(log.split('GET /health 200').length, 2, `the backlog once, not again from the follow: ${log}`);
+    await page.screenshot({ path: path.join(OUT, 'containers-1280.png'), fullPage: true });
+    // On a phone the log link is a finger's size too.
+    await page.setViewportSize({ width: 375, height: 812 });
+    await page.waitForTimeout(300);
+    const h = await page.getByRole('button', { name: 'log of web' }).evaluate((e) => e.getBoundingClientRect().height);
+    assert.ok(h >= 44, `log link ${h}px tall on a phone`);
+    await page.screenshot({ path: path.join(OUT, 'containers-375.png'), fullPage: true });
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context.close();
+    await stopDaemon(d);
+    await engine.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  // No engine: no card, and the page stops listening to the topic.
+  const d2 = await startDaemon(['--hub-linger', '0']);
+  const context2 = await browser.newContext();
+  try {
+    const page = await openPage(context2, d2);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    await waitFor('the containers topic left', async () => {
+      const s = await stats(d2);
+      return s.hubs.some((h) => h.topic === 'system') && !s.hubs.some((h) => h.topic === 'containers');
+    });
+    assert.equal(await page.locator('#card-containers').isVisible(), false);
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await context2.close();
+    await stopDaemon(d2);
+  }
+});
+
 test('20 rapid reloads of one tab leave exactly one connection', async () => {
   const d = await startDaemon();
   const context = await browser.newContext();

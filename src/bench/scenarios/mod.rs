@@ -1,6 +1,7 @@
 //! The budget scenarios of DESIGN.md, each against a freshly started release daemon.
 
 mod churn;
+mod containers;
 mod fan_out;
 mod hostile;
 mod idle;
@@ -30,6 +31,7 @@ use crate::report::{Budget, Gate, Report};
 use crate::{Args, raise_nofile, write_outputs};
 
 use churn::churn;
+use containers::containers;
 use fan_out::fan_out;
 use hostile::hostile_neighbour;
 use idle::idle_and_dashboard;
@@ -58,6 +60,8 @@ const P99_MS: f64 = FAN_OUT[1].1;
 const IDLE_CPU_PCT: f64 = 0.1;
 /// Daemon CPU with one dashboard open.
 const DASHBOARD_CPU_PCT: f64 = 0.5;
+/// Daemon CPU with 10 running containers watched.
+const CONTAINERS_CPU_PCT: f64 = 1.0;
 /// RSS after 10,000 connect/disconnect cycles, over the post-warm-up baseline.
 const CHURN_RSS_MIB: f64 = 2.0;
 /// The benchmark's own bound for the slow-consumer scenario: stalled subscribers share frames
@@ -122,8 +126,9 @@ impl Plan {
 }
 
 /// The scenario names `--only` takes.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "idle",
+    "containers",
     "connections",
     "veth",
     "node",
@@ -204,6 +209,10 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
             }
             disk_writes(&mut r, &d, main_started);
             shutdown(&mut r, d)?;
+        }
+
+        if plan.runs("containers") {
+            containers(&mut r, &plan, daemon, &flags).await?;
         }
 
         if plan.runs("veth") {
