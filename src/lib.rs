@@ -7,7 +7,8 @@
 //! - `sampler`: one `std::thread` measures the host every second and caches the sample (and a RAM
 //!   ring of history); nothing on the request path ever measures.
 //! - [`topics`]: the catalog of topics and their producers, started per hub; `logs` follows log
-//!   files and journals for the `logs/NAME` topics.
+//!   files, journals and containers' logs for the `logs/NAME` topics; `services` asks systemd,
+//!   `containers` the container engine (through `engine`, an HTTP/1.1 client on its socket).
 //! - `hub`: one hub per topic with an explicit subscriber list of bounded channels; created with
 //!   its first subscriber, removed (producer stopped) after its last one leaves.
 //! - `connection`: one smol task per WebSocket; forwards frames, answers commands, pings, and

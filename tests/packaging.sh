@@ -46,6 +46,8 @@ ok "dpkg-deb -c: binary, unit, conffile, README, copyright, changelog, edgemon(8
 info=$(dpkg-deb -I "$deb")
 grep -q '^ Depends: .*libc6' <<<"$info" || fail "Depends lacks libc6: $info"
 grep -q '^ Depends: .*ca-certificates' <<<"$info" || fail "Depends lacks ca-certificates (https notifications): $info"
+# Packed relocations need a loader that knows DT_RELR (glibc 2.36): the package must say so.
+grep -q '^ Depends: .*libc6 (>= 2.36)' <<<"$info" || fail "Depends lacks libc6 (>= 2.36) (DT_RELR): $info"
 [ "$(dpkg-deb -f "$deb" Architecture)" = amd64 ] || fail "architecture"
 # Listed into variables first: `producer | grep -q` under pipefail fails whenever grep's early
 # exit cuts the producer off with SIGPIPE (it did, once in three runs, for "no postinst").

@@ -356,11 +356,9 @@ mod tests {
 
     /// Serves `answer` (in pieces of `piece` bytes) to one client on a socket in a temp dir.
     fn serve(answer: &'static [u8], piece: usize) -> (std::path::PathBuf, smol::Task<()>) {
-        let dir = std::env::temp_dir().join(format!(
-            "edgemon-client-{}-{}",
-            std::process::id(),
-            crate::protocol::unix_ms() as u32 ^ answer.len() as u32 ^ piece as u32
-        ));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("edgemon-client-{}-{n}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("s.sock");
         let _ = std::fs::remove_file(&path);
