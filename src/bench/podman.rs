@@ -67,10 +67,10 @@ impl Podman {
         Ok(p)
     }
 
-    /// `podman` with this engine's storage.
-    pub fn podman(&self, args: &[&str]) -> std::process::Output {
-        Command::new("podman")
-            .arg("--root")
+    /// `podman` with this engine's storage, runtime and events file.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root")
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("run"))
@@ -81,7 +81,13 @@ impl Podman {
                 "runc",
                 "--events-backend",
                 "file",
-            ])
+            ]);
+        cmd
+    }
+
+    /// Runs `podman ARGS` against this engine.
+    pub fn podman(&self, args: &[&str]) -> std::process::Output {
+        self.command()
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -116,19 +122,8 @@ impl Podman {
 
     pub fn start_service(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new("podman")
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--runtime",
-                "runc",
-                "--events-backend",
-                "file",
-            ])
+        let child = self
+            .command()
             .args(["system", "service", "--time=0"])
             .arg(format!("unix://{}", self.socket.display()))
             .stdin(Stdio::null())

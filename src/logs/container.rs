@@ -68,6 +68,44 @@ impl Mark {
     }
 }
 
+/// A container's log lines with their marks, counted along the stream as they were the first
+/// time, and yielding to the other tasks every `READ_BATCH` lines.
+struct Replay {
+    lines: Lines,
+    id: String,
+    prev: Option<Mark>,
+    count: u32,
+}
+
+impl Replay {
+    fn new(lines: Lines, id: &str) -> Replay {
+        Replay {
+            lines,
+            id: id.to_string(),
+            prev: None,
+            count: 0,
+        }
+    }
+
+    /// The next line that comes after `after` (every line without one), and its mark.
+    async fn next_after(&mut self, after: Option<&Mark>) -> Result<Option<(String, Mark)>, Error> {
+        loop {
+            self.count += 1;
+            if self.count % READ_BATCH == 0 {
+                smol::future::yield_now().await;
+            }
+            let Some(l) = self.lines.next().await? else {
+                return Ok(None);
+            };
+            let m = Mark::next(self.prev.as_ref(), &self.id, l.ts_ns);
+            self.prev = Some(m.clone());
+            if after.is_none_or(|a| m.after(a)) {
+                return Ok(Some((l.text, m)));
+            }
+        }
+    }
+}
+
 /// What a look at the container found.
 enum Found {
     /// It exists: its ID, whether it has a TTY, whether it runs.
@@ -130,23 +168,18 @@ pub async fn follow_container(
         if ready.is_some() {
             // The first read: the backlog, into the ring without frames.
             match src.engine.logs(&id, false, None, Some(BACKLOG), tty).await {
-                Ok(mut lines) => {
+                Ok(lines) => {
                     let mut got = Vec::new();
-                    let mut count = 0u32;
+                    let mut replay = Replay::new(lines, &id);
                     loop {
-                        count += 1;
-                        if count % READ_BATCH == 0 {
-                            smol::future::yield_now().await;
-                        }
-                        match lines.next().await {
-                            Ok(Some(l)) => {
-                                let m = Mark::next(last.as_ref(), &id, l.ts_ns);
+                        match replay.next_after(None).await {
+                            Ok(Some((text, m))) => {
                                 last = Some(m.clone());
-                                got.push((l.text, Some(Pos::Container(m))));
+                                got.push((text, Some(Pos::Container(m))));
                             }
                             Ok(None) => break,
                             Err(e) => {
-                                ring.set_error(None, Some(format!("{} (retrying)", e)));
+                                ring.set_error(None, Some(format!("{e} (retrying)")));
                                 break;
                             }
                         }
@@ -174,33 +207,22 @@ pub async fn follow_container(
         }
         let from = last.clone();
         let ended = match src.engine.logs(&id, running, since, tail, tty).await {
-            Ok(mut lines) => {
+            Ok(lines) => {
                 if running {
                     let Some(h) = hub.upgrade() else { return };
                     ring.set_error(Some(&h), None);
                 }
-                let mut count = 0u32;
-                let mut replay: Option<Mark> = None;
+                let mut replay = Replay::new(lines, &id);
                 loop {
-                    count += 1;
-                    if count % READ_BATCH == 0 {
-                        smol::future::yield_now().await;
-                    }
-                    let l = match lines.next().await {
-                        Ok(Some(l)) => l,
+                    let (text, m) = match replay.next_after(from.as_ref()).await {
+                        Ok(Some(line)) => line,
                         Ok(None) => break None,
                         Err(e) => break Some(format!("{e} (retrying)")),
                     };
-                    // Marks are counted along the replayed stream, as they were the first time.
-                    let m = Mark::next(replay.as_ref(), &id, l.ts_ns);
-                    replay = Some(m.clone());
-                    if from.as_ref().is_some_and(|f| !m.after(f)) {
-                        continue;
-                    }
                     let Some(h) = hub.upgrade() else { return };
                     last = Some(m.clone());
                     quiet_since = None;
-                    ring.push(&h, &l.text, Some(Pos::Container(m)));
+                    ring.push(&h, &text, Some(Pos::Container(m)));
                 }
             }
             Err(Error::Status(404, _)) => None,
@@ -238,36 +260,27 @@ pub(super) async fn read_gap(src: &ContainerSource, after: &Mark, upto: Option<&
     if id != after.id {
         return Err("not_resumable");
     }
-    let mut lines: Lines = src
+    let lines = src
         .engine
         .logs(&id, false, Some(after.since()), None, tty)
         .await
         .map_err(|_| "unknown")?;
-    let (mut got, mut bytes, mut count) = (Vec::new(), 0usize, 0u32);
-    let mut replay: Option<Mark> = None;
+    let mut replay = Replay::new(lines, &id);
+    let (mut got, mut bytes) = (Vec::new(), 0usize);
     loop {
-        count += 1;
-        if count % READ_BATCH == 0 {
-            smol::future::yield_now().await;
-        }
-        let l = match lines.next().await {
-            Ok(Some(l)) => l,
+        let (text, m) = match replay.next_after(Some(after)).await {
+            Ok(Some(line)) => line,
             Ok(None) => return Ok((got, true)),
             Err(_) => return Ok((got, false)),
         };
-        let m = Mark::next(replay.as_ref(), &id, l.ts_ns);
-        replay = Some(m.clone());
-        if !m.after(after) {
-            continue;
-        }
         // The ring's first line: the rest is in the ring.
         if upto.is_some_and(|u| u.id == m.id && !u.after(&m)) {
             return Ok((got, true));
         }
-        bytes += l.text.len() + 1;
+        bytes += text.len() + 1;
         if got.len() >= RESUME_MAX_LINES || bytes > RESUME_MAX_BYTES {
             return Ok((got, false));
         }
-        got.push((l.text, Pos::Container(m)));
+        got.push((text, Pos::Container(m)));
     }
 }
