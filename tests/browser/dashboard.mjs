@@ -438,7 +438,7 @@ test('containers show in their card with figures, and a container links to its l
     const items = await page.locator('#containers li').allTextContents();
     assert.ok(items[0].startsWith('web') && items[0].includes('running (healthy)'), items.join(' / '));
     assert.ok(items[0].includes('nginx:1.27') && items[0].includes('64.0 MiB of 512.0 MiB') && items[0].includes('2 restarts'), items[0]);
-    assert.ok(/net 20(\.0)? KiB\/s in/.test(items[0]) && items[0].includes('up 3h'), items[0]);
+    assert.ok(/net [\d.]+ KiB\/s in, [\d.]+ KiB\/s out/.test(items[0]) && items[0].includes('up 3h'), items[0]);
     assert.ok(items[1].startsWith('backup') && items[1].includes('Exited (0) 2 hours ago') && !items[1].includes('log'), items[1]);
     await page.getByRole('button', { name: 'log of web' }).click();
     assert.equal(await page.locator('#log-source').inputValue(), 'logs/container/web');
