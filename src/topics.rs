@@ -189,8 +189,8 @@ impl Topics {
     }
 
     /// Where log `topic`'s lines come from: a configured log, or with `--container-logs all`
-    /// a container's (one listed last, or any while fewer than `MAX_LOG_TOPICS` container
-    /// log hubs run).
+    /// a container's (a live one, or any valid name while fewer than `MAX_LOG_TOPICS`
+    /// container log hubs run).
     fn log_source(&self, topic: &str) -> Option<Source> {
         if let Some(src) = self.logs.get(topic) {
             return Some(src.clone());
@@ -200,10 +200,9 @@ impl Topics {
         if self.container_logs != LogAccess::All || !crate::engine::valid_name(name) {
             return None;
         }
-        let listed = self.container_logs.allows(name, &lock(&self.known));
         let rings = lock(&self.rings);
         let live = rings.keys().filter(|t| t.starts_with(LOG_PREFIX)).count();
-        (listed || rings.contains_key(topic) || live < MAX_LOG_TOPICS).then(|| {
+        (rings.contains_key(topic) || live < MAX_LOG_TOPICS).then(|| {
             Source::Container(ContainerSource {
                 name: name.to_string(),
                 engine: engine.clone(),

@@ -524,3 +524,49 @@ fn an_engine_answering_garbage_or_nothing_is_an_error_and_stalls_nothing() {
         srv.shutdown();
     }
 }
+
+#[test]
+fn a_resume_from_the_first_backlog_line_is_exact_when_a_second_holds_many_lines() {
+    let Some(p) = engine("burst") else {
+        return;
+    };
+    // 150 lines at once: Podman stamps them all with one second, so the last 100 start in the
+    // middle of it; their positions must count from the second's first line, as a resume does.
+    // Then, once the test says so, 150 more a second later, so the first ones leave the ring.
+    p.run(
+        "burst",
+        false,
+        "i=0; while [ $i -lt 150 ]; do echo line $i; i=$((i+1)); done; \
+         while [ ! -f /go ]; do sleep 0.1; done; sleep 1.1; \
+         while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done; sleep 3600",
+    );
+    let srv = daemon_for(&p.socket, LogAccess::Named(vec!["burst".into()]));
+    let topic = "logs/container/burst";
+    within(60, async {
+        // The engine has all 150 before the daemon reads the backlog.
+        while !p.must(&["logs", "burst"]).contains("line 149") {
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+        let mut ws = ws(srv.addr, "/ws").await;
+        subscribe(&mut ws, topic).await;
+        let (backlog, _) = read_log_until(&mut ws, topic, |l| l == "line 149").await;
+        assert_eq!(numbered(&backlog), (50..150).collect::<Vec<_>>());
+        let first_pos = backlog[0].1.clone();
+        drop(ws);
+        while srv.app.registry.get(topic).is_some() {
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        p.must(&["exec", "burst", "/bin/busybox", "touch", "/go"]);
+        while !p.must(&["logs", "burst"]).contains("line 299") {
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+        // A new hub's ring holds lines 200-299: the engine is asked again, from that second.
+        let mut ws = common::ws(srv.addr, "/ws").await;
+        let cmd = serde_json::json!({"op": "subscribe", "topic": topic, "after": first_pos});
+        send(&mut ws, &cmd.to_string()).await;
+        let (resumed, notices) = read_log_until(&mut ws, topic, |l| l == "line 299").await;
+        assert!(notices.is_empty(), "{notices:?}");
+        assert_eq!(numbered(&resumed), (51..300).collect::<Vec<_>>());
+    });
+    srv.shutdown();
+}

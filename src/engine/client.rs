@@ -24,7 +24,7 @@ const MAX_LINE: usize = 1024;
 /// Trailer lines accepted after the last chunk.
 const MAX_TRAILERS: usize = 32;
 /// One socket read at most.
-const READ_SIZE: usize = 16 * 1024;
+const READ_SIZE: usize = 8 * 1024;
 
 /// Why a call to the engine failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -330,17 +330,17 @@ impl Body {
         }
     }
 
-    /// Reads more from the socket; false at its end.
+    /// Reads more from the socket; false at its end. Cancel-safe: nothing changes before the
+    /// read returns, so a caller may race it with a timer.
     async fn fill(&mut self) -> Result<bool, Error> {
+        let mut chunk = [0u8; READ_SIZE];
+        let r = self.stream.read(&mut chunk).await;
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + READ_SIZE, 0);
-        let r = self.stream.read(&mut self.buf[old..]).await;
         let n = *r.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
+        self.buf.extend_from_slice(&chunk[..n]);
         // A buffer grown for one burst does not stay that large while a log is quiet.
         if self.buf.capacity() > 4 * READ_SIZE && self.buf.len() < READ_SIZE {
             self.buf.shrink_to(2 * READ_SIZE);

@@ -175,15 +175,9 @@ impl Engine {
                 .unwrap_or_default();
             return Err(status_error(status, &body));
         }
-        // Docker 1.42+ names the framing in the content type; otherwise the TTY setting says.
-        let ct = r.content_type.clone();
-        let mux = if ct.contains("multiplexed") {
-            true
-        } else if ct.contains("raw-stream") {
-            false
-        } else {
-            !tty
-        };
+        // Docker 1.42+ names a multiplexed stream in the content type; older APIs say
+        // `raw-stream` for both kinds, so otherwise the container's TTY setting decides.
+        let mux = r.content_type.contains("multiplexed") || !tty;
         Ok(stream::Lines::new(r.into_body(), mux))
     }
 }

@@ -22,6 +22,8 @@ pub struct Line {
 pub struct Lines {
     body: Body,
     demux: Demux,
+    /// Body reads since the last line.
+    reads: u32,
     /// The body has ended.
     ended: bool,
 }
@@ -32,6 +34,7 @@ impl Lines {
         Lines {
             body,
             demux: Demux::new(mux),
+            reads: 0,
             ended: false,
         }
     }
@@ -40,7 +43,14 @@ impl Lines {
     pub async fn next(&mut self) -> Result<Option<Line>, Error> {
         loop {
             if let Some(l) = self.demux.ready.pop_front() {
+                self.reads = 0;
                 return Ok(Some(l));
+            }
+            // Reads that give no line (a long line without its newline, empty frames) are
+            // ready one after another: let the other tasks run now and then.
+            self.reads += 1;
+            if self.reads % 16 == 0 {
+                smol::future::yield_now().await;
             }
             if self.ended {
                 return Ok(self.demux.finish());
@@ -211,9 +221,14 @@ pub fn parse_rfc3339(b: &[u8]) -> Option<u64> {
     };
     let offset = match zone {
         "Z" | "z" => 0,
-        z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) && &z[3..4] == ":" => {
-            let hh: i64 = z[1..3].parse().ok()?;
-            let mm: i64 = z[4..6].parse().ok()?;
+        z if z.len() == 6 && z.is_ascii() && matches!(&z[..1], "+" | "-") && &z[3..4] == ":" => {
+            let digits = |r: std::ops::Range<usize>| {
+                let f = &z[r];
+                f.bytes()
+                    .all(|c| c.is_ascii_digit())
+                    .then(|| f.parse::<i64>().ok())?
+            };
+            let (hh, mm) = (digits(1..3)?, digits(4..6)?);
             let off = hh * 3600 + mm * 60;
             if z.starts_with('-') { -off } else { off }
         }
@@ -264,6 +279,8 @@ mod tests {
             b"line 5",
             b"",
             b"2026-12-03T17:32:09+0100",
+            "2026-12-03T17:32:09+1é:0".as_bytes(),
+            b"2026-12-03T17:32:09+-1:00",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{}", String::from_utf8_lossy(bad));
         }

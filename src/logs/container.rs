@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_channel::Sender;
+use smol::future::FutureExt;
 
 use super::{BACKLOG, Gap, Pos, RESUME_MAX_BYTES, RESUME_MAX_LINES, Ring};
 use crate::engine::{Engine, Error, stream::Lines};
@@ -75,6 +76,9 @@ struct Replay {
     id: String,
     prev: Option<Mark>,
     count: u32,
+    /// A line after `after` came: every later one is after it too, even if the engine's clock
+    /// stepped back meanwhile.
+    passed: bool,
 }
 
 impl Replay {
@@ -84,6 +88,7 @@ impl Replay {
             id: id.to_string(),
             prev: None,
             count: 0,
+            passed: false,
         }
     }
 
@@ -99,7 +104,8 @@ impl Replay {
             };
             let m = Mark::next(self.prev.as_ref(), &self.id, l.ts_ns);
             self.prev = Some(m.clone());
-            if after.is_none_or(|a| m.after(a)) {
+            if self.passed || after.is_none_or(|a| m.after(a)) {
+                self.passed = true;
                 return Ok(Some((l.text, m)));
             }
         }
@@ -142,6 +148,54 @@ async fn look(src: &ContainerSource) -> Found {
     }
 }
 
+/// How long a backlog read may take.
+const BACKLOG_DEADLINE: Duration = Duration::from_secs(5);
+/// An error clears once the followed stream proves itself: a line, or this long open.
+const PROVEN: Duration = Duration::from_secs(2);
+
+/// The last `BACKLOG` lines of container `id`, with marks counted as a resume counts them: from
+/// the first line of their first second (Podman stamps to the second, so `tail` may start in
+/// the middle of one). Two reads: `tail` to find that second, then `since` it.
+async fn backlog(
+    src: &ContainerSource,
+    id: &str,
+    tty: bool,
+) -> Result<Vec<(String, Mark)>, String> {
+    let read = async {
+        let why = |e: Error| format!("{} (retrying)", crate::engine::reason(&e));
+        let lines = src
+            .engine
+            .logs(id, false, None, Some(BACKLOG), tty)
+            .await
+            .map_err(why)?;
+        let Some((_, first)) = Replay::new(lines, id).next_after(None).await.map_err(why)? else {
+            return Ok(Vec::new());
+        };
+        let lines = src
+            .engine
+            .logs(id, false, Some(first.since()), None, tty)
+            .await
+            .map_err(why)?;
+        let mut replay = Replay::new(lines, id);
+        let mut kept = std::collections::VecDeque::with_capacity(BACKLOG);
+        while let Some(line) = replay.next_after(None).await.map_err(why)? {
+            if kept.len() == BACKLOG {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+        Ok(kept.into())
+    };
+    read.or(async {
+        smol::Timer::after(BACKLOG_DEADLINE).await;
+        Err(format!(
+            "the engine did not give the container's log within {} s (retrying)",
+            BACKLOG_DEADLINE.as_secs()
+        ))
+    })
+    .await
+}
+
 /// Follows the container's log; the engine connection lives in this future only.
 pub async fn follow_container(
     src: ContainerSource,
@@ -164,62 +218,77 @@ pub async fn follow_container(
                 continue;
             }
         };
-        let same = last.as_ref().is_some_and(|m| m.id == id);
-        if ready.is_some() {
-            // The first read: the backlog, into the ring without frames.
-            match src.engine.logs(&id, false, None, Some(BACKLOG), tty).await {
-                Ok(lines) => {
-                    let mut got = Vec::new();
-                    let mut replay = Replay::new(lines, &id);
-                    loop {
-                        match replay.next_after(None).await {
-                            Ok(Some((text, m))) => {
-                                last = Some(m.clone());
-                                got.push((text, Some(Pos::Container(m))));
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                ring.set_error(None, Some(format!("{e} (retrying)")));
-                                break;
-                            }
-                        }
-                    }
-                    if last.is_none() {
-                        quiet_since = Some((id.clone(), crate::protocol::unix_ms() / 1000));
-                    }
-                    ring.preload(got);
+        // Where this container's log was read to: its last line, or when it had none.
+        let known = last.as_ref().is_some_and(|m| m.id == id)
+            || quiet_since.as_ref().is_some_and(|(q, _)| *q == id);
+        if !known {
+            // The start of this container's log (the first read, or another container under
+            // the name): its last lines, into the ring only the first time, else published.
+            let lines = match backlog(&src, &id, tty).await {
+                Ok(lines) => lines,
+                Err(why) => {
+                    ring.set_error(hub.upgrade().as_deref(), Some(why));
+                    drop(ready.take());
+                    smol::Timer::after(RETRY).await;
+                    continue;
                 }
-                Err(e) => ring.set_error(None, Some(format!("{} (retrying)", e))),
+            };
+            if last.is_some() {
+                log::info!("{}: another container now has the name", ring.topic);
             }
-            drop(ready.take());
-            continue;
-        }
-        // Where to pick up: after the last line of this container, or (another container under
-        // the name) from its last BACKLOG lines, which are all new to subscribers.
-        let (since, tail) = match (&last, &quiet_since) {
-            (Some(m), _) if same => (Some(m.since()), None),
-            (_, Some((qid, s))) if *qid == id => (Some(*s), None),
-            _ => (None, Some(BACKLOG)),
-        };
-        if !same && last.is_some() {
-            log::info!("{}: another container now has the name", ring.topic);
-            last = None;
-        }
-        let from = last.clone();
-        let ended = match src.engine.logs(&id, running, since, tail, tty).await {
-            Ok(lines) => {
-                if running {
-                    let Some(h) = hub.upgrade() else { return };
-                    ring.set_error(Some(&h), None);
+            last = lines.last().map(|(_, m)| m.clone());
+            quiet_since = last
+                .is_none()
+                .then(|| (id.clone(), crate::protocol::unix_ms() / 1000));
+            let lines = lines.into_iter().map(|(t, m)| (t, Some(Pos::Container(m))));
+            if ready.take().is_some() {
+                ring.preload(lines.collect());
+            } else {
+                let Some(h) = hub.upgrade() else { return };
+                for (text, pos) in lines {
+                    ring.push(&h, &text, pos);
                 }
+            }
+        }
+        let since = match (&last, &quiet_since) {
+            (Some(m), _) => m.since(),
+            (None, Some((_, s))) => *s,
+            (None, None) => 0,
+        };
+        let from = last.clone();
+        let ended = match src.engine.logs(&id, running, Some(since), None, tty).await {
+            Ok(lines) => {
                 let mut replay = Replay::new(lines, &id);
+                let mut proven = std::pin::pin!(smol::Timer::after(PROVEN));
+                let mut cleared = !running;
                 loop {
-                    let (text, m) = match replay.next_after(from.as_ref()).await {
+                    // Nothing in the way of a read is lost when the timer wins the race: the
+                    // reader is cancel-safe (engine::client::Body::fill).
+                    let next = async { Some(replay.next_after(from.as_ref()).await) }
+                        .or(async {
+                            if cleared {
+                                std::future::pending::<()>().await;
+                            }
+                            (&mut proven).await;
+                            None
+                        })
+                        .await;
+                    let Some(next) = next else {
+                        cleared = true;
+                        let Some(h) = hub.upgrade() else { return };
+                        ring.set_error(Some(&h), None);
+                        continue;
+                    };
+                    let (text, m) = match next {
                         Ok(Some(line)) => line,
                         Ok(None) => break None,
                         Err(e) => break Some(format!("{e} (retrying)")),
                     };
                     let Some(h) = hub.upgrade() else { return };
+                    if !cleared {
+                        cleared = true;
+                        ring.set_error(Some(&h), None);
+                    }
                     last = Some(m.clone());
                     quiet_since = None;
                     ring.push(&h, &text, Some(Pos::Container(m)));
@@ -228,9 +297,6 @@ pub async fn follow_container(
             Err(Error::Status(404, _)) => None,
             Err(e) => Some(format!("{} (retrying)", crate::engine::reason(&e))),
         };
-        if last.is_none() && quiet_since.is_none() {
-            quiet_since = Some((id.clone(), crate::protocol::unix_ms() / 1000));
-        }
         let Some(h) = hub.upgrade() else { return };
         match ended {
             Some(why) => ring.set_error(Some(&h), Some(why)),
