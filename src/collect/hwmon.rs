@@ -1,6 +1,7 @@
 //! hwmon devices (`/sys/class/hwmon/hwmon*`): which exist and what they offer, listed at most
 //! once a minute (a fan driver that loads late shows up within that), and the fans
-//! (`fan*_input`, RPM) read from that list each time details are sampled.
+//! (`fan*_input`, RPM) and temperatures (`temp*_input`, m°C) read from that list each time
+//! details are sampled.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub struct Device {
     pub dir: PathBuf,
     /// The fan inputs it has: (file name, label).
     fans: Vec<(String, String)>,
+    /// The temperature inputs it has: (input file, label, critical file if any).
+    temps: Vec<(String, String, Option<String>)>,
 }
 
 /// The hwmon devices under a sysfs root.
@@ -84,11 +87,59 @@ impl Hwmon {
         }
         v
     }
+
+    /// Every temperature now: (label, °C, critical °C). The label is the device's name and
+    /// the input's `tempN_label` (`coretemp Package id 0`), as `sensors` shows them; a
+    /// reading that fails (EIO from a sensor that went away) is left out.
+    pub fn temps(&mut self, now: Instant) -> Vec<(String, f32, Option<f32>)> {
+        let milli = |p: &Path| -> Option<f32> {
+            let v: i64 = std::fs::read_to_string(p).ok()?.trim().parse().ok()?;
+            Some(v as f32 / 1000.0)
+        };
+        let mut v = Vec::new();
+        for d in self.devices(now) {
+            for (input, label, crit) in &d.temps {
+                if let Some(c) = milli(&d.dir.join(input)) {
+                    let crit = crit.as_ref().and_then(|f| milli(&d.dir.join(f)));
+                    v.push((label.clone(), c, crit));
+                }
+            }
+        }
+        v
+    }
 }
 
 /// A sysfs number (one line).
 pub fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The numbers N of a device's `{kind}N_input` files, sorted, at most `MAX`.
+fn inputs(dir: &Path, kind: &str) -> Vec<u32> {
+    let mut n: Vec<u32> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let f = e.file_name();
+            f.to_str()?
+                .strip_prefix(kind)?
+                .strip_suffix("_input")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    n.sort_unstable();
+    n.truncate(MAX);
+    n
+}
+
+/// A label file's text, if it has any.
+fn label(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .map(|l| l.trim().to_string())
+        .ok()
+        .filter(|l| !l.is_empty())
 }
 
 /// Lists `class/hwmon/*` under `sys_root`, by directory name; empty if there is none.
@@ -111,33 +162,38 @@ fn scan(sys_root: &Path) -> Vec<Device> {
                         .map(|f| f.to_string_lossy().into_owned())
                         .unwrap_or_default()
                 });
-            let mut inputs: Vec<u32> = std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| {
-                    let f = e.file_name();
-                    let f = f.to_str()?;
-                    f.strip_prefix("fan")?.strip_suffix("_input")?.parse().ok()
-                })
-                .collect();
-            inputs.sort_unstable();
-            inputs.truncate(MAX);
-            let fans = inputs
+            let fans = inputs(&dir, "fan")
                 .into_iter()
                 .map(|n| {
-                    let label = std::fs::read_to_string(dir.join(format!("fan{n}_label")))
-                        .map(|l| l.trim().to_string())
-                        .ok()
-                        .filter(|l| !l.is_empty())
-                        .unwrap_or_else(|| match n {
+                    let label =
+                        label(&dir.join(format!("fan{n}_label"))).unwrap_or_else(|| match n {
                             1 => name.clone(),
                             n => format!("{name}/fan{n}"),
                         });
                     (format!("fan{n}_input"), label)
                 })
                 .collect();
-            Device { name, dir, fans }
+            let temp_inputs = inputs(&dir, "temp");
+            let several = temp_inputs.len() > 1;
+            let temps = temp_inputs
+                .into_iter()
+                .map(|n| {
+                    let label = match label(&dir.join(format!("temp{n}_label"))) {
+                        Some(l) => format!("{name} {l}"),
+                        None if several => format!("{name} temp{n}"),
+                        None => name.clone(),
+                    };
+                    let crit = format!("temp{n}_crit");
+                    let crit = dir.join(&crit).exists().then_some(crit);
+                    (format!("temp{n}_input"), label, crit)
+                })
+                .collect();
+            Device {
+                name,
+                dir,
+                fans,
+                temps,
+            }
         })
         .collect()
 }
@@ -161,6 +217,38 @@ mod tests {
         for (f, v) in files {
             fs::write(d.join(f), v).unwrap();
         }
+    }
+
+    #[test]
+    fn temperatures_are_read_with_device_and_input_labels() {
+        let root = tree("temps");
+        device(
+            &root,
+            "hwmon0",
+            &[
+                ("name", "coretemp\n"),
+                ("temp1_input", "52000\n"),
+                ("temp1_label", "Package id 0\n"),
+                ("temp1_crit", "100000\n"),
+                ("temp2_input", "49500\n"),
+                ("temp3_input", "EIO\n"),
+            ],
+        );
+        device(
+            &root,
+            "hwmon1",
+            &[("name", "nvme\n"), ("temp1_input", "-5000\n")],
+        );
+        let t = Hwmon::new(root.clone()).temps(Instant::now());
+        assert_eq!(
+            t,
+            [
+                ("coretemp Package id 0".to_string(), 52.0, Some(100.0)),
+                ("coretemp temp2".to_string(), 49.5, None),
+                ("nvme".to_string(), -5.0, None),
+            ]
+        );
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -192,6 +280,7 @@ mod tests {
         let fans = h.fans(now);
         let got: Vec<(&str, u64)> = fans.iter().map(|f| (f.label.as_str(), f.rpm)).collect();
         assert_eq!(got, [("nct6775", 1200), ("CHA_FAN", 0), ("pwmfan", 2983)]);
+        assert_eq!(h.temps(now), [("cpu_thermal".to_string(), 45.0, None)]);
         assert_eq!(
             h.find(now, "cpu_thermal").map(|d| d.dir.clone()),
             Some(root.join("class/hwmon/hwmon0"))

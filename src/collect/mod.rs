@@ -133,15 +133,11 @@ pub enum Details {
 pub struct Collector {
     /// CPU and memory.
     sys: System,
-    /// Mounted filesystems, created on first use.
-    disks: Option<sysinfo::Disks>,
-    /// hwmon sensors, created on first use.
-    components: Option<sysinfo::Components>,
     /// Counter deltas for network rates.
     rates: net::Rates,
     /// Counter deltas for disk I/O rates.
     disk_rates: diskio::Rates,
-    /// The hwmon devices (fans, the Pi's under-voltage alarm).
+    /// The hwmon devices (temperatures, fans, the Pi's under-voltage alarm).
     hwmon: hwmon::Hwmon,
     /// The firmware mailbox (`/dev/vcio`); none for a fixture sysfs tree.
     mailbox: Option<Box<dyn pi::Mailbox>>,
@@ -167,8 +163,6 @@ impl Collector {
         .map_err(|e| std::io::Error::other(format!("cannot read host figures: {e}")))?;
         Ok(Collector {
             sys,
-            disks: None,
-            components: None,
             rates: net::Rates::default(),
             disk_rates: diskio::Rates::default(),
             hwmon: hwmon::Hwmon::new(sys_root.clone()),
@@ -250,15 +244,11 @@ impl Collector {
             data.cpu.freq_mhz = freq.iter().any(|f| *f > 0).then_some(freq);
         }
 
-        let components = self.components.get_or_insert_with(|| {
-            sysinfo::Components::new_with_refreshed_list().unwrap_or_else(|_| empty_components())
-        });
-        components.refresh(true);
-        let mut temps = thermal::hwmon(components);
+        let now = Instant::now();
+        let mut temps = thermal::hwmon(self.hwmon.temps(now));
         temps.extend(thermal::thermal_zones(&self.sys_root));
         data.temperatures = Some(temps);
 
-        let now = Instant::now();
         let rpi_volt = self.hwmon.find(now, "rpi_volt").map(|d| d.dir.clone());
         data.pi = self.read_pi(rpi_volt.as_deref());
 
@@ -273,11 +263,7 @@ impl Collector {
         data.disk_io = Some(self.disk_rates.update(now, io));
         data.fans = Some(self.hwmon.fans(now));
 
-        let disks = self.disks.get_or_insert_with(|| {
-            sysinfo::Disks::new_with_refreshed_list().unwrap_or_else(|_| empty_disks())
-        });
-        disks.refresh(true);
-        data.disks = Some(disk::list(disks));
+        data.disks = Some(disk::list(Path::new(disk::PROC_MOUNTS)));
     }
 }
 
@@ -335,12 +321,6 @@ impl pi::Mailbox for Probe<'_> {
 }
 
 // sysinfo's constructors are fallible; with nothing readable we carry on with empty lists.
-fn empty_components() -> sysinfo::Components {
-    sysinfo::Components::new().expect("an empty component list needs no I/O")
-}
-fn empty_disks() -> sysinfo::Disks {
-    sysinfo::Disks::new().expect("an empty disk list needs no I/O")
-}
 
 /// The CPU model: the brand string, else the vendor, else "unknown".
 fn cpu_model(sys: &System) -> String {

@@ -68,17 +68,15 @@ fn critical_trip(zone: &Path) -> Option<f32> {
     })
 }
 
-/// hwmon sensors as sysinfo sees them after `components.refresh(..)`.
-pub fn hwmon(components: &sysinfo::Components) -> Vec<Temperature> {
-    components
-        .iter()
-        .filter_map(|c| {
-            let t = c.temperature()?;
-            t.is_finite().then(|| Temperature {
-                label: c.label().to_string(),
-                celsius: round1(t),
-                critical: c.critical().filter(|x| x.is_finite()).map(round1),
-            })
+/// hwmon sensors (`Hwmon::temps`) as temperatures; implausible readings left out.
+pub fn hwmon(readings: Vec<(String, f32, Option<f32>)>) -> Vec<Temperature> {
+    readings
+        .into_iter()
+        .filter(|(_, c, _)| c.is_finite() && (-100.0..=300.0).contains(c))
+        .map(|(label, c, crit)| Temperature {
+            label,
+            celsius: round1(c),
+            critical: crit.filter(|x| x.is_finite() && *x > 0.0).map(round1),
         })
         .collect()
 }
