@@ -227,15 +227,7 @@ fn a_container_log_is_followed_across_a_restart_and_resumes_exactly() {
     let srv = daemon_for(&p.socket, LogAccess::Named(vec!["app".into()]));
     let topic = "logs/container/app";
     within(120, async {
-        let topics = get(srv.addr, "/api/topics").json();
-        assert!(
-            topics["topics"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t == topic),
-            "{topics}"
-        );
+        assert!(topic_listed(srv.addr, topic));
         let mut ws = ws(srv.addr, "/ws").await;
         subscribe(&mut ws, topic).await;
         assert_eq!(next_json(&mut ws).await["type"], "subscribed");
@@ -351,14 +343,7 @@ fn a_tty_containers_log_is_raw_text_and_read_as_lines() {
         subscribe(&mut ws, "containers").await;
         let d = data_where(&mut ws, "containers", |d| container(d, "term").is_some()).await;
         assert_eq!(container(&d, "term").unwrap()["logs"], topic);
-        let topics = get(srv.addr, "/api/topics").json();
-        assert!(
-            topics["topics"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t == topic)
-        );
+        assert!(topic_listed(srv.addr, topic));
         subscribe(&mut ws, topic).await;
         let (lines, notices) = read_log_until(&mut ws, topic, |l| l == "tty 8").await;
         assert!(notices.is_empty(), "{notices:?}");
@@ -437,14 +422,7 @@ fn an_engine_that_goes_away_is_reported_and_found_again() {
 fn without_a_socket_containers_are_off_with_a_reason() {
     let srv = start(config());
     within(20, async {
-        let topics = get(srv.addr, "/api/topics").json();
-        assert!(
-            topics["topics"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t == "containers")
-        );
+        assert!(topic_listed(srv.addr, "containers"));
         let mut ws = ws(srv.addr, "/ws").await;
         subscribe(&mut ws, "containers").await;
         let d = data_where(&mut ws, "containers", |_| true).await;

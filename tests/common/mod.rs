@@ -135,6 +135,13 @@ pub async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
 
+/// Whether `/api/topics` lists `topic`.
+pub fn topic_listed(addr: SocketAddr, topic: &str) -> bool {
+    get(addr, "/api/topics").json()["topics"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == topic))
+}
+
 /// Reads until the server's Close frame arrives and returns it.
 pub async fn close_frame(ws: &mut Ws) -> Option<CloseFrame> {
     loop {
