@@ -7,7 +7,7 @@
 //! unit's `DynamicUser` among them, only its own. An unreadable figure is `null`, not 0.
 
 use serde::Serialize;
-use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind, Users};
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
 /// Longest command line sent, in bytes; longer ones end with `…`.
 pub const MAX_CMD: usize = 256;
@@ -89,12 +89,29 @@ impl IoAccess {
     }
 }
 
+/// The user database edgemon reads names from (a `DynamicUser` is not in it: its uid shows).
+const PASSWD: &str = "/etc/passwd";
+
+/// `(uid, name)` of every user in a passwd file; none if it cannot be read.
+fn passwd(path: &str) -> Vec<(u32, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            (!name.is_empty()).then(|| (uid, name.to_string()))
+        })
+        .collect()
+}
+
 /// Keeps the process table between scans.
 pub struct Scanner {
     /// Processes as of the last scan.
     sys: System,
-    /// uid to name.
-    users: Users,
+    /// uid to name, from `/etc/passwd`.
+    users: Vec<(u32, String)>,
     /// Whose write bytes are readable.
     io: IoAccess,
     /// When the previous scan was.
@@ -108,9 +125,7 @@ impl Scanner {
     pub fn new() -> Option<Scanner> {
         let mut s = Scanner {
             sys: System::new().ok()?,
-            users: Users::new_with_refreshed_list()
-                .or_else(|_| Users::new())
-                .ok()?,
+            users: passwd(PASSWD),
             io: IoAccess::of_status(
                 &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
             ),
@@ -161,13 +176,14 @@ impl Scanner {
         writers.sort_by_key(|p| std::cmp::Reverse(p.disk_usage().written_bytes));
         writers.truncate(TOP_WRITERS);
         procs.truncate(top);
-        let unknown_user = procs.iter().chain(&writers).any(|p| {
-            p.user_id()
-                .is_some_and(|u| self.users.get_user_by_id(u).is_none())
-        });
+        let known = |users: &[(u32, String)], u: u32| users.iter().any(|(id, _)| *id == u);
+        let unknown_user = procs
+            .iter()
+            .chain(&writers)
+            .any(|p| uid(p).is_some_and(|u| !known(&self.users, u)));
         if unknown_user {
             // A user added since the hub started: re-read the user list once.
-            self.users.refresh();
+            self.users = passwd(PASSWD);
         }
         let entry = |p: &sysinfo::Process| {
             let readable = self.io.reads(uid(p));
@@ -176,13 +192,12 @@ impl Scanner {
                 pid: p.pid().as_u32(),
                 name: p.name().to_string_lossy().into_owned(),
                 cmd: truncate(&join_cmd(p.cmd())),
-                user: p
-                    .user_id()
+                user: uid(p)
                     .map(|u| {
                         self.users
-                            .get_user_by_id(u)
-                            .map(|x| x.name().to_string())
-                            .unwrap_or_else(|| u.to_string())
+                            .iter()
+                            .find(|(id, _)| *id == u)
+                            .map_or_else(|| u.to_string(), |(_, name)| name.clone())
                     })
                     .unwrap_or_default(),
                 cpu: super::round1(p.cpu_usage()),
@@ -227,6 +242,22 @@ pub fn truncate(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn users_come_from_a_passwd_file() {
+        let f = std::env::temp_dir().join(format!("edgemon-passwd-{}", std::process::id()));
+        std::fs::write(
+            &f,
+            "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/sh\n\nbad line\n",
+        )
+        .unwrap();
+        assert_eq!(
+            passwd(f.to_str().unwrap()),
+            [(0, "root".to_string()), (1000, "pi".to_string())]
+        );
+        assert!(passwd("/nonexistent/passwd").is_empty());
+        let _ = std::fs::remove_file(&f);
+    }
+
     use super::*;
 
     #[test]
