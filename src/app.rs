@@ -108,12 +108,19 @@ impl App {
                 changed.clone(),
                 me,
                 config.units.clone(),
-                crate::topics::ContainerConfig {
+                crate::topics::Remote {
                     engine: config
                         .docker_socket
                         .clone()
                         .map(|p| Arc::new(crate::engine::Engine::new(p))),
                     logs: config.container_logs.clone(),
+                    me: config.listen.to_string(),
+                    peers: config.peers.clone(),
+                    peer_settings: Arc::new(crate::fleet::Settings {
+                        token: config.token.clone(),
+                        ping: config.ping_interval,
+                        pong: config.pong_timeout,
+                    }),
                 },
             ));
             let registry = Registry::new(

@@ -62,6 +62,12 @@ impl Secret {
         Ok(Secret(token.to_string()))
     }
 
+    /// The token itself, for the `Authorization` header of a request to a `--peer` board (which
+    /// shares the token file). Never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `candidate` is the token, in time that does not depend on where they differ.
     pub fn matches(&self, candidate: &str) -> bool {
         ct_eq(self.0.as_bytes(), candidate.as_bytes())

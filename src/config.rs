@@ -102,6 +102,10 @@ pub struct Flags {
     /// 32; default none, since logs can hold secrets)
     #[argh(option)]
     pub container_logs: Option<String>,
+    /// another board shown in the fleet view, as HOST:PORT (repeatable, at most 63); boards
+    /// sharing --token-file send it to each other
+    #[argh(option)]
+    pub peer: Vec<String>,
     /// error, warn, info, debug or trace (default info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -170,6 +174,8 @@ pub struct Config {
     pub docker_socket: Option<PathBuf>,
     /// `--container-logs`: which containers' logs are topics.
     pub container_logs: crate::containers::LogAccess,
+    /// `--peer` boards, as configured (HOST:PORT).
+    pub peers: Vec<String>,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
     /// Threads running the executor (`--threads`).
@@ -381,6 +387,20 @@ impl Config {
                 crate::containers::LogAccess::parse(s).map_err(|m| bad("--container-logs", m))?
             }
         };
+        if f.peer.len() >= crate::fleet::MAX_BOARDS {
+            return Err(bad(
+                "--peer",
+                format!("at most {} peers", crate::fleet::MAX_BOARDS - 1),
+            ));
+        }
+        let mut peers = Vec::new();
+        for p in &f.peer {
+            let p = peer_address(p).map_err(|m| bad("--peer", m))?;
+            if peers.contains(&p) {
+                return Err(bad("--peer", format!("'{p}' is given twice")));
+            }
+            peers.push(p);
+        }
         let alerts = crate::alerts::rule_set(&f.alert, !f.no_default_alerts)
             .map_err(|(rule, why)| bad("--alert", format!("'{rule}': {why}")))?;
         Ok(Config {
@@ -416,6 +436,7 @@ impl Config {
             units: f.unit.clone(),
             docker_socket,
             container_logs,
+            peers,
             log_level,
             threads,
             head_timeout: Duration::from_secs(10),
@@ -446,6 +467,32 @@ fn positive(flag: &'static str, s: &str) -> Result<Duration, FlagError> {
         Ok(_) => Err(bad(flag, "must be longer than zero")),
         Err(m) => Err(bad(flag, m)),
     }
+}
+
+/// A `--peer` address: `IP:PORT`, `[IPv6]:PORT` or `NAME:PORT`, as given (trimmed).
+fn peer_address(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let wrong = || format!("'{s}' is not HOST:PORT (e.g. 192.168.1.21:9753 or pi2.local:9753)");
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(wrong)?;
+    if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+        return Err(wrong());
+    }
+    // SECURITY: a name becomes a DNS lookup only; this alphabet is a host name's.
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !host.starts_with('-');
+    if !name_ok {
+        return Err(wrong());
+    }
+    Ok(s.to_string())
 }
 
 /// A DNS name (no port, no scheme): what a `Host` header may carry.

@@ -45,6 +45,7 @@ pub mod deliver;
 pub(crate) mod duration;
 pub(crate) mod engine;
 pub(crate) mod events;
+pub(crate) mod fleet;
 pub(crate) mod history;
 pub(crate) mod host;
 pub mod http;

@@ -42,6 +42,13 @@ pub const SERVICES: &str = "services";
 pub const SERVICES_PERIOD: Duration = Duration::from_secs(5);
 /// Topic of the containers of `--docker-socket`, read every `containers::PERIOD` while watched.
 pub const CONTAINERS: &str = "containers";
+/// Topic of this board's compact state, published every `SUMMARY_PERIOD` while watched (by
+/// other boards' fleets).
+pub const SUMMARY: &str = "summary";
+/// How often the `summary` topic publishes.
+pub const SUMMARY_PERIOD: Duration = Duration::from_secs(1);
+/// Topic of this board and its `--peer` boards, their states and summaries.
+pub const FLEET: &str = "fleet";
 /// Topic of padded frames published fast, only for tests and the benchmark (`Config::flood`).
 pub const FLOOD: &str = "test/flood";
 
@@ -81,14 +88,27 @@ pub struct Topics {
     /// The container names of the last `containers` reading (sorted): with
     /// `--container-logs all`, the log topics listed.
     known: Arc<Mutex<Vec<String>>>,
+    /// This board's fleet address.
+    me: String,
+    /// `--peer` boards.
+    peers: Arc<[String]>,
+    /// How peers are reached.
+    peer_settings: Arc<crate::fleet::Settings>,
 }
 
-/// What the catalog needs of the container engine: the engine, and whose logs are topics.
-pub struct ContainerConfig {
+/// What the catalog reaches beyond this host: the container engine and whose logs are topics,
+/// and the peer boards of the fleet.
+pub struct Remote {
     /// `--docker-socket`'s engine.
     pub engine: Option<Arc<crate::engine::Engine>>,
     /// `--container-logs`.
     pub logs: LogAccess,
+    /// This board's address in the fleet (its listen address).
+    pub me: String,
+    /// `--peer` boards.
+    pub peers: Vec<String>,
+    /// How peers are reached (token, ping, pong).
+    pub peer_settings: Arc<crate::fleet::Settings>,
 }
 
 impl Topics {
@@ -100,7 +120,7 @@ impl Topics {
         changed: Arc<event_listener::Event>,
         daemon: Weak<dyn DaemonView>,
         units: Vec<String>,
-        containers: ContainerConfig,
+        containers: Remote,
     ) -> Topics {
         let mut logs: BTreeMap<String, Source> = logs
             .into_iter()
@@ -121,6 +141,9 @@ impl Topics {
             engine: containers.engine,
             container_logs: containers.logs,
             known: Arc::new(Mutex::new(Vec::new())),
+            me: containers.me,
+            peers: containers.peers.into(),
+            peer_settings: containers.peer_settings,
             changed,
             logs,
             rings: Arc::new(Mutex::new(HashMap::new())),
@@ -161,6 +184,8 @@ impl Topics {
             ALERTS.to_string(),
             SERVICES.to_string(),
             CONTAINERS.to_string(),
+            SUMMARY.to_string(),
+            FLEET.to_string(),
         ];
         v.extend(self.logs.keys().cloned());
         if self.container_logs == LogAccess::All {
@@ -183,7 +208,7 @@ impl Topics {
         // SECURITY: exact matches against configured names only; a topic never becomes a path.
         matches!(
             topic,
-            SYSTEM | PROCESSES | SERVER | ALERTS | SERVICES | CONTAINERS
+            SYSTEM | PROCESSES | SERVER | ALERTS | SERVICES | CONTAINERS | SUMMARY | FLEET
         ) || self.log_source(topic).is_some()
             || (topic == FLOOD && self.flood.is_some())
     }
@@ -280,6 +305,28 @@ impl Catalog for Topics {
                 },
                 hub,
             ))),
+            SUMMARY => Some(Box::pin(summary(self.sampler.clone(), hub, running))),
+            FLEET => {
+                let sampler = self.sampler.clone();
+                let (me, peers, settings) = (
+                    self.me.clone(),
+                    self.peers.clone(),
+                    self.peer_settings.clone(),
+                );
+                Some(Box::pin(async move {
+                    let _running = running;
+                    let own = || own_summary(&sampler);
+                    crate::fleet::watch(me, peers, settings, own, |json| {
+                        let Some(hub) = hub.upgrade() else {
+                            return false;
+                        };
+                        let seq = hub.next_seq();
+                        hub.publish(seq, data_frame(FLEET, seq, unix_ms(), &json));
+                        true
+                    })
+                    .await;
+                }))
+            }
             CONTAINERS => Some(Box::pin(containers(
                 ContainersFeed {
                     watcher: self.engine.as_ref().map(|e| {
@@ -477,6 +524,35 @@ async fn services(feed: ServicesFeed, hub: Weak<Hub>) {
             hub.publish(seq, data_frame(SERVICES, seq, unix_ms(), &data));
         }
         smol::Timer::after(SERVICES_PERIOD).await;
+    }
+}
+
+/// This board's summary now (details are asked for: the summary has temperatures and disks).
+fn own_summary(sampler: &Sampler) -> Option<crate::fleet::Summary> {
+    sampler.want_details();
+    let data = sampler.latest_data()?;
+    let host: serde_json::Value = serde_json::from_str(sampler.host_json()).ok()?;
+    let firing: Vec<&'static str> = sampler
+        .alerts_firing()
+        .into_iter()
+        .filter(|a| a.3)
+        .map(|a| a.1)
+        .collect();
+    let name = host["hostname"].as_str().unwrap_or("");
+    Some(crate::fleet::summary::build(name, &data, &firing))
+}
+
+/// Publishes this board's summary every `SUMMARY_PERIOD` while the `summary` hub lives.
+async fn summary(sampler: Arc<Sampler>, hub: Weak<Hub>, _running: Running) {
+    let mut timer = smol::Timer::interval(SUMMARY_PERIOD);
+    loop {
+        if let Some(s) = own_summary(&sampler) {
+            let Some(hub) = hub.upgrade() else { return };
+            let data = serde_json::to_string(&s).expect("plain data always serializes");
+            let seq = hub.next_seq();
+            hub.publish(seq, data_frame(SUMMARY, seq, unix_ms(), &data));
+        }
+        smol::stream::StreamExt::next(&mut timer).await;
     }
 }
 

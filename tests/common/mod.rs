@@ -276,7 +276,23 @@ impl Daemon {
         Daemon::spawn(cmd, args, env)
     }
 
-    fn spawn(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    /// `start`, listening on `listen` (e.g. `127.0.0.3:PORT`) instead of 127.0.0.1:0.
+    pub fn start_on(listen: &str, args: &[&str]) -> Daemon {
+        let mut all = vec!["--listen", listen];
+        all.extend_from_slice(args);
+        Daemon::spawn_on(
+            Command::new(env!("CARGO_BIN_EXE_edgemon")),
+            &all,
+            &[],
+            false,
+        )
+    }
+
+    fn spawn(cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_on(cmd, args, env, true)
+    }
+
+    fn spawn_on(mut cmd: Command, args: &[&str], env: &[(&str, &str)], loopback: bool) -> Daemon {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let runtime = (!env.iter().any(|(k, _)| *k == "RUNTIME_DIRECTORY")).then(|| {
             let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -284,8 +300,10 @@ impl Daemon {
             std::fs::create_dir_all(&d).unwrap();
             d
         });
+        if loopback {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = cmd
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .envs(runtime.iter().map(|d| ("RUNTIME_DIRECTORY", d.as_os_str())))
             .envs(env.iter().copied())
