@@ -72,7 +72,7 @@ impl LogAccess {
             return Err(format!("at most {MAX_LOG_TOPICS} containers"));
         }
         let mut names = names;
-        names.sort();
+        names.sort_unstable();
         names.dedup();
         Ok(LogAccess::Named(names))
     }
@@ -232,11 +232,12 @@ impl Watcher {
         };
         let total = list.len();
         let mut listed: Vec<Container> = list.iter().map(listed).collect();
-        listed
-            .sort_by(|a, b| (a.state != "running", &a.name).cmp(&(b.state != "running", &b.name)));
+        listed.sort_unstable_by(|a, b| {
+            (a.state != "running", &a.name).cmp(&(b.state != "running", &b.name))
+        });
         listed.truncate(MAX_LISTED);
         let mut names: Vec<String> = listed.iter().map(|c| c.name.clone()).collect();
-        names.sort();
+        names.sort_unstable();
         // Details: new containers, changed states, or read long enough ago.
         let now = Instant::now();
         let due: Vec<String> = listed

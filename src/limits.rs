@@ -191,7 +191,7 @@ impl Limits {
     /// Open connections per IP, sorted by IP.
     pub fn per_ip(&self) -> Vec<(IpAddr, usize)> {
         let mut v: Vec<_> = self.lock().per_ip.iter().map(|(ip, n)| (*ip, *n)).collect();
-        v.sort();
+        v.sort_unstable();
         v
     }
 

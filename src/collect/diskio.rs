@@ -93,7 +93,7 @@ pub fn parse(text: &str) -> Vec<Counters> {
         .filter(|d| !is_partition(&d.device))
         .cloned()
         .collect();
-    v.sort_by(|a, b| a.device.cmp(&b.device));
+    v.sort_unstable_by(|a, b| a.device.cmp(&b.device));
     v.truncate(MAX_DEVICES);
     v
 }

@@ -148,7 +148,7 @@ fn scan(sys_root: &Path) -> Vec<Device> {
         return Vec::new();
     };
     let mut dirs: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
-    dirs.sort();
+    dirs.sort_unstable();
     dirs.truncate(MAX);
     dirs.into_iter()
         .map(|dir| {

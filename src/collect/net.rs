@@ -177,7 +177,7 @@ pub fn parse_totals(text: &str) -> Vec<Counters> {
             })
         })
         .collect();
-    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     v
 }
 

@@ -162,7 +162,7 @@ impl Scanner {
             // Threads are not processes for this list.
             .filter(|p| p.thread_kind().is_none())
             .collect();
-        procs.sort_by(|a, b| {
+        procs.sort_unstable_by(|a, b| {
             b.cpu_usage()
                 .total_cmp(&a.cpu_usage())
                 .then(b.memory().cmp(&a.memory()))
@@ -173,7 +173,7 @@ impl Scanner {
             .copied()
             .filter(|p| self.io.reads(uid(p)) && p.disk_usage().written_bytes > 0)
             .collect();
-        writers.sort_by_key(|p| std::cmp::Reverse(p.disk_usage().written_bytes));
+        writers.sort_unstable_by_key(|p| std::cmp::Reverse(p.disk_usage().written_bytes));
         writers.truncate(TOP_WRITERS);
         procs.truncate(top);
         let known = |users: &[(u32, String)], u: u32| users.iter().any(|(id, _)| *id == u);

@@ -28,7 +28,7 @@ pub fn thermal_zones(sys_root: &Path) -> Vec<Temperature> {
         .filter(|e| e.file_name().to_string_lossy().starts_with("thermal_zone"))
         .map(|e| e.path())
         .collect();
-    zones.sort();
+    zones.sort_unstable();
     zones
         .iter()
         .filter_map(|zone| {
