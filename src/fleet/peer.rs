@@ -141,16 +141,22 @@ async fn connect_and_read(
 /// Connects and upgrades: the `Host` header is the IP literal connected to, so the peer's Host
 /// check admits it whatever name it was configured by.
 async fn upgrade(address: &str, token: Option<&Secret>) -> Result<WebSocketStream<TcpStream>, End> {
-    let addrs = smol::net::resolve(address)
+    // The same connect (name resolution included) as the notifications', so one copy of it.
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| End::Offline(format!("{address} is not HOST:PORT")))?;
+    let mut tcp = TcpStream::connect((host, port))
         .await
-        .map_err(|e| End::Offline(format!("cannot resolve {address}: {e}")))?;
-    let addr = addrs
-        .first()
-        .copied()
-        .ok_or_else(|| End::Offline(format!("{address} resolves to no address")))?;
-    let mut tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| End::Offline(format!("cannot connect to {addr}: {e}")))?;
+        .map_err(|e| End::Offline(format!("cannot connect to {address}: {e}")))?;
+    let addr = tcp
+        .peer_addr()
+        .map_err(|e| End::Offline(format!("{address}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let key = generate_key();
     let auth = token.map_or(String::new(), |t| {

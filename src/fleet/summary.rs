@@ -2,7 +2,8 @@
 //! board's sample, and read back from a peer's frames, where it is untrusted input: every field
 //! is checked, strings are capped, and anything else is refused.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::collect::SystemData;
 
@@ -12,8 +13,7 @@ const MAX_NAME: usize = 64;
 const MAX_MOUNT: usize = 128;
 
 /// The Pi flags a summary carries: what is happening now.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Pi {
     /// Under-voltage now.
     pub under_voltage: Option<bool>,
@@ -22,8 +22,7 @@ pub struct Pi {
 }
 
 /// The fullest disk.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Disk {
     /// Its mount point.
     pub mount: String,
@@ -32,8 +31,7 @@ pub struct Disk {
 }
 
 /// Alerts firing now.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Alerts {
     /// How many instances fire.
     pub firing: u32,
@@ -42,8 +40,7 @@ pub struct Alerts {
 }
 
 /// A board's compact state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Summary {
     /// Host name.
     pub name: String,
@@ -112,38 +109,101 @@ pub fn build(name: &str, d: &SystemData, firing: &[&'static str]) -> Summary {
     }
 }
 
-/// A peer's summary, checked: `Err` says what is wrong with it.
-pub fn validate(data: &serde_json::Value) -> Result<Summary, String> {
-    let s: Summary = Summary::deserialize(data).map_err(|e| format!("not a summary: {e}"))?;
-    let finite = |v: f32, max: f32| v.is_finite() && (0.0..=max).contains(&v);
-    if s.name.is_empty() || s.name.len() > MAX_NAME || s.name.chars().any(char::is_control) {
-        return Err("a summary's name must be 1-64 printable characters".into());
+/// A peer's summary, checked field by field (read by hand from the JSON value: no derive code
+/// for the binary's budget): `Err` says what is wrong with it.
+pub fn validate(data: &Value) -> Result<Summary, String> {
+    const FIELDS: [&str; 9] = [
+        "name",
+        "version",
+        "uptime",
+        "cpu",
+        "memory_pct",
+        "temp_max",
+        "pi",
+        "disk",
+        "alerts",
+    ];
+    let why = |what: &str| format!("a summary's {what} is missing or out of range");
+    let bad = |what: &str| Err(why(what));
+    let obj = data.as_object().ok_or("a summary is an object")?;
+    if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "a summary has no field '{}'",
+            k.chars().take(32).collect::<String>()
+        ));
     }
-    if s.version.len() > 32 || s.version.chars().any(char::is_control) {
-        return Err("a summary's version is not a version".into());
+    let text = |v: &Value, max: usize| {
+        v.as_str()
+            .filter(|s| s.len() <= max && !s.chars().any(char::is_control))
+            .map(String::from)
+    };
+    let pct = |v: &Value| {
+        v.as_f64()
+            .filter(|p| (0.0..=100.0).contains(p))
+            .map(|p| p as f32)
+    };
+    // `null` or absent is None; anything else must be valid.
+    fn opt<T>(v: &Value, f: impl Fn(&Value) -> Option<T>) -> Result<Option<T>, ()> {
+        if v.is_null() {
+            Ok(None)
+        } else {
+            f(v).map(Some).ok_or(())
+        }
     }
-    if !finite(s.cpu, 100.0) || !finite(s.memory_pct, 100.0) {
-        return Err("a summary's cpu and memory_pct are percentages".into());
-    }
-    if s.temp_max
-        .is_some_and(|t| !t.is_finite() || !(-100.0..=300.0).contains(&t))
-    {
-        return Err("a summary's temp_max is out of range".into());
-    }
-    if let Some(d) = &s.disk
-        && (d.mount.len() > MAX_MOUNT || !finite(d.used_pct, 100.0))
-    {
-        return Err("a summary's disk is out of range".into());
-    }
-    if s.alerts.firing > 10_000
-        || s.alerts
-            .worst
-            .as_deref()
-            .is_some_and(|w| !["critical", "warning", "info"].contains(&w))
-    {
-        return Err("a summary's alerts are out of range".into());
-    }
-    Ok(s)
+    let flag = |v: &Value| opt(v, Value::as_bool);
+    let Some(name) = text(&data["name"], MAX_NAME).filter(|n| !n.is_empty()) else {
+        return bad("name");
+    };
+    let Some(version) = text(&data["version"], 32) else {
+        return bad("version");
+    };
+    let (Some(cpu), Some(memory_pct)) = (pct(&data["cpu"]), pct(&data["memory_pct"])) else {
+        return bad("cpu or memory_pct");
+    };
+    let uptime = opt(&data["uptime"], Value::as_u64).map_err(|_| why("uptime"))?;
+    let temp_max = opt(&data["temp_max"], |v| {
+        v.as_f64()
+            .filter(|t| (-100.0..=300.0).contains(t))
+            .map(|t| t as f32)
+    })
+    .map_err(|_| why("temp_max"))?;
+    let pi = opt(&data["pi"], |p| {
+        Some(Pi {
+            under_voltage: flag(&p["under_voltage"]).ok()?,
+            throttled: flag(&p["throttled"]).ok()?,
+        })
+    })
+    .map_err(|_| why("pi"))?;
+    let disk = opt(&data["disk"], |d| {
+        Some(Disk {
+            mount: text(&d["mount"], MAX_MOUNT)?,
+            used_pct: pct(&d["used_pct"])?,
+        })
+    })
+    .map_err(|_| why("disk"))?;
+    let a = &data["alerts"];
+    let worst = opt(&a["worst"], |w| {
+        w.as_str()
+            .filter(|w| ["critical", "warning", "info"].contains(w))
+            .map(String::from)
+    });
+    let (Some(firing), Ok(worst)) = (a["firing"].as_u64().filter(|n| *n <= 10_000), worst) else {
+        return bad("alerts");
+    };
+    Ok(Summary {
+        name,
+        version,
+        uptime,
+        cpu,
+        memory_pct,
+        temp_max,
+        pi,
+        disk,
+        alerts: Alerts {
+            firing: firing as u32,
+            worst,
+        },
+    })
 }
 
 #[cfg(test)]
