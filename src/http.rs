@@ -10,6 +10,86 @@ use std::time::Duration;
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A response head as a client of ours reads it (the container engine, a peer board): its
+/// status, headers (names lowercase, values trimmed), and the bytes read past it.
+pub struct ResponseHead {
+    /// The status code.
+    pub status: u16,
+    /// Every header, in order.
+    pub headers: Vec<(String, String)>,
+    /// Bytes after the head (the body's start, or the first WebSocket frames).
+    pub rest: Vec<u8>,
+}
+
+impl ResponseHead {
+    /// The first header called `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why no response head could be read.
+#[derive(Debug)]
+pub enum ResponseHeadError {
+    /// The connection failed or closed first.
+    Io(String),
+    /// What came is not an HTTP response head, or a larger one than allowed.
+    NotHttp(String),
+}
+
+/// Reads a response head of at most `max` bytes from `stream`; one copy of this code for every
+/// kind of stream (a trait object), since none of it is hot.
+pub async fn read_response_head(
+    stream: &mut (dyn smol::io::AsyncRead + Unpin + Send),
+    max: usize,
+) -> Result<ResponseHead, ResponseHeadError> {
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        let mut chunk = [0u8; 2048];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| ResponseHeadError::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(ResponseHeadError::Io("closed before the answer's head".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut headers);
+        match r.parse(&buf) {
+            Ok(httparse::Status::Complete(end)) => {
+                let headers = r
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).trim().to_string(),
+                        )
+                    })
+                    .collect();
+                return Ok(ResponseHead {
+                    status: r.code.unwrap_or(0),
+                    headers,
+                    rest: buf.split_off(end),
+                });
+            }
+            Ok(httparse::Status::Partial) if buf.len() < max => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(ResponseHeadError::NotHttp(format!(
+                    "a head longer than {max} bytes"
+                )));
+            }
+            Err(e) => {
+                return Err(ResponseHeadError::NotHttp(format!("not an HTTP answer ({e})")));
+            }
+        }
+    }
+}
+
 /// Largest request head accepted (request line plus headers).
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most headers accepted in one request.

@@ -15,8 +15,6 @@ use smol::net::unix::UnixStream;
 
 /// Largest response head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// Most headers accepted in one response.
-const MAX_HEADERS: usize = 64;
 /// How long connecting, sending the request and receiving the head may take together.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest chunk-size or trailer line accepted.
@@ -145,30 +143,26 @@ pub async fn get(socket: &Path, target: &str) -> Result<Response, Error> {
             .write_all(request.as_bytes())
             .await
             .map_err(|e| Error::Io(e.to_string()))?;
-        let mut buf = Vec::with_capacity(4096);
-        loop {
-            if let Some((status, content_type, framing, n)) = parse_head(&buf)? {
-                return Ok(Response {
-                    status,
-                    content_type,
-                    body: Body {
-                        stream,
-                        buf,
-                        start: n,
-                        framing,
-                    },
-                });
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| Error::Io(e.to_string()))?;
-            if n == 0 {
-                return Err(Error::Io("closed before the answer's head".into()));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        let head = crate::http::read_response_head(&mut stream, MAX_HEAD)
+            .await
+            .map_err(|e| match e {
+                crate::http::ResponseHeadError::Io(m) => Error::Io(m),
+                crate::http::ResponseHeadError::NotHttp(m) => Error::Garbage(m),
+            })?;
+        let framing = framing(&head)?;
+        Ok(Response {
+            status: head.status,
+            content_type: head
+                .header("content-type")
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+            body: Body {
+                stream,
+                buf: head.rest,
+                start: 0,
+                framing,
+            },
+        })
     };
     call.or(async {
         smol::Timer::after(HEAD_DEADLINE).await;
@@ -177,28 +171,11 @@ pub async fn get(socket: &Path, target: &str) -> Result<Response, Error> {
     .await
 }
 
-/// Parses a response head at the start of `buf`: `None` while incomplete.
-fn parse_head(buf: &[u8]) -> Result<Option<(u16, String, Framing, usize)>, Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut r = httparse::Response::new(&mut headers);
-    let n = match r.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
-        Ok(httparse::Status::Partial) => {
-            return Err(Error::Garbage(format!(
-                "a head longer than {MAX_HEAD} bytes"
-            )));
-        }
-        Err(e) => return Err(Error::Garbage(format!("not an HTTP answer ({e})"))),
-    };
-    let status = r.code.unwrap_or(0);
-    let (mut content_type, mut length, mut chunked) = (String::new(), None, false);
-    for h in r.headers.iter() {
-        let value = String::from_utf8_lossy(h.value);
-        let value = value.trim();
-        if h.name.eq_ignore_ascii_case("content-type") {
-            content_type = value.to_ascii_lowercase();
-        } else if h.name.eq_ignore_ascii_case("content-length") {
+/// How the body of a response with this head ends.
+fn framing(head: &crate::http::ResponseHead) -> Result<Framing, Error> {
+    let (mut length, mut chunked) = (None, false);
+    for (name, value) in &head.headers {
+        if name == "content-length" {
             let n = value
                 .parse::<u64>()
                 .map_err(|_| Error::Garbage("a Content-Length that is not a number".into()))?;
@@ -206,7 +183,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, String, Framing, usize)>, Error
                 return Err(Error::Garbage("two different Content-Lengths".into()));
             }
             length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if name == "transfer-encoding" {
             chunked = value
                 .rsplit(',')
                 .next()
@@ -214,7 +191,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, String, Framing, usize)>, Error
         }
     }
     // RFC 9112 6.3: chunked wins over a Content-Length; no body for 1xx, 204 and 304.
-    let framing = if matches!(status, 100..=199 | 204 | 304) {
+    Ok(if matches!(head.status, 100..=199 | 204 | 304) {
         Framing::Done
     } else if chunked {
         Framing::Chunked(Chunk::Size)
@@ -224,8 +201,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, String, Framing, usize)>, Error
             Some(n) => Framing::Length(n),
             None => Framing::ToEof,
         }
-    };
-    Ok(Some((status, content_type, framing, n)))
+    })
 }
 
 impl Body {

@@ -13,7 +13,7 @@ use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::AsyncWriteExt;
 use smol::net::TcpStream;
 use smol::stream::StreamExt;
 
@@ -170,33 +170,15 @@ async fn upgrade(address: &str, token: Option<&Secret>) -> Result<WebSocketStrea
     );
     let io = |e: std::io::Error| End::Offline(format!("{addr}: {e}"));
     tcp.write_all(request.as_bytes()).await.map_err(io)?;
-    let mut buf = Vec::with_capacity(1024);
-    let (status, accept, n) = loop {
-        let mut chunk = [0u8; 1024];
-        let got = tcp.read(&mut chunk).await.map_err(io)?;
-        if got == 0 {
-            return Err(End::Offline(format!("{addr} closed the connection")));
-        }
-        buf.extend_from_slice(&chunk[..got]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut r = httparse::Response::new(&mut headers);
-        match r.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let accept = r
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-                    .map(|h| String::from_utf8_lossy(h.value).trim().to_string());
-                break (r.code.unwrap_or(0), accept, n);
+    let head = crate::http::read_response_head(&mut tcp, MAX_HEAD)
+        .await
+        .map_err(|e| match e {
+            crate::http::ResponseHeadError::Io(m) => End::Offline(format!("{addr}: {m}")),
+            crate::http::ResponseHeadError::NotHttp(m) => {
+                End::Broken(format!("{addr} answered the upgrade with {m}"))
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            _ => {
-                return Err(End::Broken(format!(
-                    "{addr} answered the upgrade with no HTTP"
-                )));
-            }
-        }
-    };
+        })?;
+    let status = head.status;
     match status {
         101 => {}
         401 => {
@@ -209,14 +191,13 @@ async fn upgrade(address: &str, token: Option<&Secret>) -> Result<WebSocketStrea
         429 | 503 => return Err(End::Offline(format!("{addr} answered {status} (full)"))),
         s => return Err(End::Broken(format!("{addr} refused the upgrade with {s}"))),
     }
-    if accept.as_deref() != Some(derive_accept_key(key.as_bytes()).as_str()) {
+    if head.header("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_str()) {
         return Err(End::Broken(format!(
             "{addr} answered 101 without the right Sec-WebSocket-Accept"
         )));
     }
     // Bytes past the head (the first frames, if the peer was quick) are not lost.
-    let rest = buf.split_off(n);
-    Ok(WebSocketStream::from_partially_read(tcp, rest, Role::Client, Some(config())).await)
+    Ok(WebSocketStream::from_partially_read(tcp, head.rest, Role::Client, Some(config())).await)
 }
 
 /// What woke the reader.
