@@ -1,11 +1,15 @@
 //! Compresses the embedded dashboard once, at build time, and names each representation with a
 //! strong `ETag`: the daemon serves these bytes as they are, never compressing per request.
 //!
-//! For each file of `src/dashboard/` that is served, `OUT_DIR` gets `NAME.gz` (gzip, best
-//! compression, no timestamp, so builds are reproducible) and `assets.rs` gets its two tags.
+//! For each file of `src/dashboard/` that is served, `OUT_DIR` gets `NAME` (the script and style
+//! sheet without comment lines and indentation, `strip.rs`), `NAME.gz` (that, gzip, best
+//! compression, no timestamp, so builds are reproducible), and `assets.rs` its two tags.
 
 use std::io::Write;
 use std::path::Path;
+
+#[path = "strip.rs"]
+mod strip;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -33,10 +37,19 @@ fn main() {
         let src = Path::new("src/dashboard").join(file);
         println!("cargo::rerun-if-changed={}", src.display());
         let bytes = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        // Comment lines and indentation stay in the sources (src/strip.rs).
+        let bytes = match file {
+            "app.js" | "app.css" => {
+                let text = String::from_utf8(bytes).expect("the dashboard's sources are UTF-8");
+                strip::strip(&text, file == "app.js").into_bytes()
+            }
+            _ => bytes,
+        };
         let mut gz = GzEncoder::new(Vec::new(), Compression::best());
         gz.write_all(&bytes).expect("compressing in memory");
         let gz = gz.finish().expect("compressing in memory");
         std::fs::write(out.join(format!("{file}.gz")), &gz).expect("writing to OUT_DIR");
+        std::fs::write(out.join(file), &bytes).expect("writing to OUT_DIR");
         let tag = fnv1a(&bytes);
         tags.push_str(&format!(
             "const {name}_ETAG: &str = \"\\\"{tag:016x}\\\"\";\nconst {name}_GZIP_ETAG: &str = \"\\\"{tag:016x}-gzip\\\"\";\n"
@@ -44,4 +57,5 @@ fn main() {
     }
     std::fs::write(out.join("assets.rs"), tags).expect("writing to OUT_DIR");
     println!("cargo::rerun-if-changed=src/build.rs");
+    println!("cargo::rerun-if-changed=src/strip.rs");
 }

@@ -54,7 +54,9 @@ pub async fn read_response_head(
             .await
             .map_err(|e| ResponseHeadError::Io(e.to_string()))?;
         if n == 0 {
-            return Err(ResponseHeadError::Io("closed before the answer's head".into()));
+            return Err(ResponseHeadError::Io(
+                "closed before the answer's head".into(),
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -84,7 +86,9 @@ pub async fn read_response_head(
                 )));
             }
             Err(e) => {
-                return Err(ResponseHeadError::NotHttp(format!("not an HTTP answer ({e})")));
+                return Err(ResponseHeadError::NotHttp(format!(
+                    "not an HTTP answer ({e})"
+                )));
             }
         }
     }

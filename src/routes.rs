@@ -91,12 +91,12 @@ pub struct Asset {
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
-/// Embeds `src/dashboard/FILE` and its compressed copy.
+/// Embeds the build's copy of `src/dashboard/FILE` (build.rs) and its compressed copy.
 macro_rules! asset {
     ($file:literal, $content_type:literal, $etag:ident, $gzip_etag:ident) => {
         Asset {
             content_type: $content_type,
-            identity: include_bytes!(concat!("dashboard/", $file)),
+            identity: include_bytes!(concat!(env!("OUT_DIR"), "/", $file)),
             gzip: include_bytes!(concat!(env!("OUT_DIR"), "/", $file, ".gz")),
             etag: $etag,
             gzip_etag: $gzip_etag,

@@ -1,6 +1,8 @@
 //! The HTTP layer over real sockets: routes, errors, keep-alive, limits.
 
 mod common;
+#[path = "../src/strip.rs"]
+mod strip;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -361,6 +363,13 @@ fn the_page_is_gzipped_when_accepted_and_revalidated_by_its_etag() {
         ("/favicon.ico", "favicon.svg"),
     ] {
         let source = std::fs::read(format!("src/dashboard/{file}")).unwrap();
+        // The script and style sheet are served without their comment lines and indentation.
+        let source = match file {
+            "app.js" | "app.css" => {
+                strip::strip(std::str::from_utf8(&source).unwrap(), file == "app.js").into_bytes()
+            }
+            _ => source,
+        };
         // As it is, to a client that names no encoding.
         let (plain, body) = get_with(addr, path, "");
         assert_eq!(plain.status, 200, "{path}");
@@ -549,4 +558,18 @@ fn history_answers_every_range_ending_now_and_refuses_others() {
         assert_eq!(r.status, 400, "{bad}");
         assert!(r.json()["error"].as_str().unwrap().contains("10m"), "{bad}");
     }
+}
+
+#[test]
+fn the_dashboard_loses_comment_lines_and_indentation_but_no_code() {
+    let js = "/** A doc\n * comment */\nfunction f(a) {\n  // a note\n  const t = `line one\n  // kept: inside a template\n  two`;\n  /* short */ return a * 2; // trailing stays\n}\n\n";
+    assert_eq!(
+        strip::strip(js, true),
+        "function f(a) {\nconst t = `line one\n  // kept: inside a template\n  two`;\n/* short */ return a * 2; // trailing stays\n}\n"
+    );
+    let css = "/* theme */\n:root {\n  --bg: #fff; /* light */\n}\n";
+    assert_eq!(
+        strip::strip(css, false),
+        ":root {\n--bg: #fff; /* light */\n}\n"
+    );
 }
