@@ -99,6 +99,15 @@ fn bad_flags_exit_2_naming_the_flag() {
             "--container-logs: '../etc' is not a container name",
         ),
         (&["--docker-socket", ""][..], "--docker-socket"),
+        (
+            &["--peer", "pi2.local"][..],
+            "--peer: 'pi2.local' is not HOST:PORT",
+        ),
+        (&["--peer", "a b:9753"][..], "--peer"),
+        (
+            &["--peer", "10.0.0.2:9753", "--peer", "10.0.0.2:9753"][..],
+            "--peer: '10.0.0.2:9753' is given twice",
+        ),
     ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -139,6 +148,7 @@ fn help_lists_every_contract_flag_and_exits_0() {
         "--unit",
         "--docker-socket",
         "--container-logs",
+        "--peer",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
