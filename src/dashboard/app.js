@@ -126,6 +126,8 @@ const S = {
   procs: [], sort: 'cpu', writers: [], ioReadable: '',
   services: null,            // the newest `services` data; unavailable: the card stays hidden
   containers: null,          // the newest `containers` data; unavailable or empty: no card
+  fleet: null,               // the newest `fleet` data (boards), while the fleet view is shown
+  fleetShown: (() => { try { return localStorage.getItem('edgemon.fleet') === '1'; } catch (_) { return false; } })(),
   logs: new Map(),           // topic -> {lines: [{id, t, cls}], nextId, pos}
   logTopic: '', follow: true, filter: '', pausedAt: 0,
   conn: 'connecting', connText: 'connecting…', notice: '',
@@ -159,6 +161,8 @@ function wanted() {
     if (!(S.services && S.services.available === false)) t.add('services');
     // Containers likewise, unless there is no engine to ask (no --docker-socket, or it is gone).
     if (!(S.containers && S.containers.available === false)) t.add('containers');
+    // Every board's state, only while the fleet view is open: it makes this board call them.
+    if (S.fleetShown) t.add('fleet');
   }
   return t;
 }
@@ -330,6 +334,9 @@ function handle(m) {
     S.services = m.data;
     // Nothing to ask here (no systemd): stop listening; a reconnect asks again.
     if (m.data.available === false) syncSubscriptions();
+    dirty('procs');
+  } else if (topic === 'fleet' && m.type === 'data') {
+    S.fleet = m.data;
     dirty('procs');
   } else if (topic === 'containers' && m.type === 'data') {
     S.containers = m.data;
@@ -910,7 +917,7 @@ function render() {
         + `${fmtBytes(x.written_total)} written`, '']), false);
   }
   if (graphs) renderGraphs(d);
-  if (procs) { renderProcs(); renderServices(); renderContainers(); }
+  if (procs) { renderProcs(); renderServices(); renderContainers(); renderFleet(); }
   if (logs) renderLog();
 }
 
@@ -1024,6 +1031,44 @@ function renderServices() {
     return li;
   };
   ul.replaceChildren(...failed.map((u) => item(u, true)), ...units.map((u) => item(u, false)));
+}
+
+/** One row per board, this one first; a peer's name links to its own page. */
+function renderFleet() {
+  show('card-fleet', S.fleetShown);
+  const btn = $('fleet-toggle');
+  if (btn.getAttribute('aria-pressed') !== String(S.fleetShown)) btn.setAttribute('aria-pressed', String(S.fleetShown));
+  const boards = (S.fleetShown && S.fleet) || [];
+  const online = boards.filter((b) => b.state === 'online').length;
+  setText('fleet-sum', boards.length ? `${online} of ${boards.length} online` : (S.fleetShown ? 'asking the boards…' : ''));
+  const key = JSON.stringify(boards.map((b) => [b.address, b.state, b.reason, b.summary, b.state === 'online' ? 0 : b.last_seen]));
+  const tbody = $('fleet').tBodies[0];
+  if (tbody.dataset.key === key) return;
+  tbody.dataset.key = key;
+  tbody.replaceChildren(...boards.map((b) => {
+    const s = b.summary || {};
+    const tr = document.createElement('tr');
+    const cell = (text, cls) => { const td = document.createElement('td'); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td); return td; };
+    const name = cell('');
+    if (b.self) name.textContent = `${b.name || 'this board'} (this one)`;
+    else {
+      const a = document.createElement('a');
+      a.href = `${location.protocol}//${b.address}/`;
+      a.textContent = b.name ? `${b.name} · ${b.address}` : b.address;
+      name.appendChild(a);
+    }
+    const seen = b.state !== 'online' && b.last_seen ? ` · last seen ${fmtWhen(b.last_seen, '24h')}` : '';
+    const st = cell(b.state + seen, 'st ' + (b.state === 'online' ? 'ok' : b.state === 'offline' ? 'pending' : 'firing'));
+    if (b.reason) st.title = b.reason;
+    cell(b.summary ? fmtPct(s.cpu) : '–', 'num');
+    cell(b.summary ? fmtPct(s.memory_pct) : '–', 'num');
+    cell(missing(s.temp_max) ? '–' : `${s.temp_max.toFixed(1)} °C`, 'num ' + level(s.temp_max, 70, 80));
+    cell(s.disk ? `${s.disk.mount} ${s.disk.used_pct.toFixed(0)} %` : '–', s.disk ? level(s.disk.used_pct, 85, 95) : '');
+    const pi = s.pi && (s.pi.under_voltage || s.pi.throttled) ? ` · ${s.pi.under_voltage ? 'under-voltage' : 'throttled'}` : '';
+    const al = s.alerts && s.alerts.firing ? `${s.alerts.firing} firing (${s.alerts.worst})` : (b.summary ? 'none' : '–');
+    cell(al + pi, s.alerts && s.alerts.firing ? 'st firing ' + (s.alerts.worst || '') : '');
+    return tr;
+  }));
 }
 
 /** Running containers first (the daemon's order); hidden when there are none. */
@@ -1167,6 +1212,14 @@ for (const b of document.querySelectorAll('#ranges button')) {
   });
 }
 $('retry').addEventListener('click', retryNow);
+$('fleet-toggle').addEventListener('click', () => {
+  S.fleetShown = !S.fleetShown;
+  try { localStorage.setItem('edgemon.fleet', S.fleetShown ? '1' : '0'); } catch (_) { /* storage off */ }
+  if (!S.fleetShown) S.fleet = null;
+  syncSubscriptions();
+  // A click answers at once (frames' 'procs' renders wait for the next sample).
+  dirty();
+});
 $('log-source').addEventListener('change', (e) => { S.logTopic = e.target.value; syncSubscriptions(); dirty(); });
 /** Shows log `topic` in the logs card (a container's log may not be in the picker yet). */
 function pickLog(topic) {

@@ -17,9 +17,9 @@ const daemons = new Set();
 
 /** Starts the daemon on 127.0.0.1 (port 0 unless given), with `env` added to ours, and waits
  * for its listening line. */
-function startDaemon(args = [], port = 0, env = {}) {
+function startDaemon(args = [], port = 0, env = {}, host = '127.0.0.1') {
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ['--listen', `127.0.0.1:${port}`, ...args],
+    const proc = spawn(BIN, ['--listen', `${host}:${port}`, ...args],
       { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     const d = { proc, log: [], exited: new Promise((r) => proc.on('exit', r)) };
     daemons.add(d);
@@ -474,6 +474,63 @@ test('containers show in their card with figures, and a container links to its l
   } finally {
     await context2.close();
     await stopDaemon(d2);
+  }
+});
+
+/** A TCP port free on `host` now (bound and released). */
+async function freePort(host) {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.listen(0, host, () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+}
+
+test('the fleet view lists 4 boards, links to each, and shows one going offline', async () => {
+  // Four boards on 127.0.0.2-5, one port for all, each the others' peer; pings every second.
+  const port = await freePort('127.0.0.2');
+  const ips = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
+  const addrs = ips.map((ip) => `${ip}:${port}`);
+  const boards = [];
+  for (const [i, ip] of ips.entries()) {
+    const peers = addrs.filter((_, j) => j !== i).flatMap((a) => ['--peer', a]);
+    boards.push(await startDaemon(['--ping-interval', '1s', '--pong-timeout', '1s', '--hub-linger', '0', ...peers], port, {}, ip));
+  }
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const page = await openPage(context, boards[0]);
+    await waitFor('live', async () => (await text(page, '#conn')) === 'live');
+    assert.equal(await page.locator('#card-fleet').isVisible(), false, 'the fleet view is closed at first');
+    assert.ok(!(await stats(boards[0])).hubs.some((h) => h.topic === 'fleet'), 'no fleet subscription while closed');
+    await page.locator('#fleet-toggle').click();
+    await waitFor('4 boards online', async () => (await text(page, '#fleet-sum')) === '4 of 4 online', 15000);
+    const rows = await page.locator('#fleet tbody tr').allTextContents();
+    assert.equal(rows.length, 4);
+    assert.ok(rows[0].includes('(this one)') && rows[0].includes('online'), rows[0]);
+    for (const [k, a] of addrs.slice(1).entries()) {
+      assert.equal(await page.locator('#fleet tbody tr').nth(k + 1).locator('a').getAttribute('href'), `http://${a}/`);
+      assert.ok(/\d+\.\d %/.test(rows[k + 1]), rows[k + 1]);
+    }
+    // One board stops answering: offline within ping + pong, with when it was last seen.
+    boards[3].proc.kill('SIGSTOP');
+    await waitFor('one board offline', async () => (await text(page, '#fleet-sum')) === '3 of 4 online', 6000);
+    const gone = await page.locator('#fleet tbody tr').nth(3).textContent();
+    assert.ok(gone.includes('offline') && gone.includes('last seen'), gone);
+    await page.screenshot({ path: path.join(OUT, 'fleet-1280.png'), fullPage: true });
+    await page.setViewportSize({ width: 375, height: 812 });
+    await page.waitForTimeout(300);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `page is ${overflow}px wider than a phone`);
+    await page.screenshot({ path: path.join(OUT, 'fleet-375.png'), fullPage: true });
+    // Closed again: the page stops asking, and the board stops calling the others.
+    await page.locator('#fleet-toggle').click();
+    await waitFor('the fleet topic left', async () => !(await stats(boards[0])).hubs.some((h) => h.topic === 'fleet'));
+    assert.deepEqual(page.problems, []);
+    await waitFor('the fleet view closed', async () => !(await page.locator('#card-fleet').isVisible()), 2000);
+  } finally {
+    await context.close();
+    boards[3].proc.kill('SIGCONT');
+    for (const d of boards) await stopDaemon(d);
   }
 });
 
