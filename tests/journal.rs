@@ -22,7 +22,13 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     // A test that failed while holding it poisons it; the next still runs.
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // The test before may have ended (or failed) with a child still being killed and reaped:
+    // start from none, so a count here sees only this test's children.
+    eventually("no journalctl child left by the test before", || {
+        journalctl_children().is_empty()
+    });
+    guard
 }
 
 fn journal_remote() -> Option<PathBuf> {
@@ -270,7 +276,11 @@ fn a_journal_resumes_after_its_cursor_through_journalctl() {
             ["not_resumable", "unknown"].contains(&v["reason"].as_str().unwrap()),
             "{v}"
         );
+        ws.close(None).await.unwrap();
+        other.close(None).await.unwrap();
     });
+    assert!(srv.wait_until(Duration::from_secs(10), |s| s["producers"] == 0));
+    eventually("the children gone", || journalctl_children().is_empty());
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
