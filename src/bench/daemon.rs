@@ -45,6 +45,18 @@ impl Proc {
         Proc::edgemon_with(bin, flood, args, tag, |_| Ok(()))
     }
 
+    /// `edgemon`, listening on `listen` (a loopback address and port of the caller's choosing).
+    pub fn edgemon_on(bin: &Path, listen: &str, args: &[String], tag: &str) -> io::Result<Proc> {
+        let runtime = runtime_dir(tag)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", listen])
+            .args(args)
+            .env("RUNTIME_DIRECTORY", &runtime);
+        let mut p = Proc::listening(cmd, None, tag)?;
+        p.runtime = Some(runtime);
+        Ok(p)
+    }
+
     /// `edgemon`, with `prepare` filling its runtime directory first (a snapshot to restore).
     pub fn edgemon_with(
         bin: &Path,

@@ -7,8 +7,9 @@ pub mod summary;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -20,9 +21,10 @@ pub use summary::Summary;
 
 /// Boards at most, this one included.
 pub const MAX_BOARDS: usize = 64;
-/// The fleet is published at least this often (this board's own summary moves every second)...
+/// The fleet is published this often with the boards' latest figures (this board's own summary
+/// moves every second)...
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-/// ... and at most this often when peers change.
+/// ... and sooner, but at most this often, when a board's state changes.
 const PUBLISH_GAP: Duration = Duration::from_millis(200);
 
 /// A board's state as the fleet sees it.
@@ -100,7 +102,7 @@ pub async fn watch(
         .take(MAX_BOARDS - 1)
         .map(|a| Arc::new(Mutex::new(Board::peer(a))))
         .collect();
-    let mut followers: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = boards
+    let followers: Vec<Follower> = boards
         .iter()
         .map(|b| {
             let address = lock(b).address.clone();
@@ -109,17 +111,10 @@ pub async fn watch(
                 settings.clone(),
                 b.clone(),
                 changed.clone(),
-            )) as Pin<Box<dyn Future<Output = ()> + Send>>
+            )) as Follower
         })
         .collect();
-    // Every follower runs until this future is dropped; each is polled when any wakes (a few
-    // dozen peers, a wake-up a second each).
-    let follow_all = std::future::poll_fn(move |cx| {
-        for f in &mut followers {
-            let _ = f.as_mut().poll(cx);
-        }
-        Poll::<()>::Pending
-    });
+    let follow_all = Followers::new(followers);
     let publisher = async {
         loop {
             let listener = changed.listen();
@@ -148,4 +143,149 @@ pub async fn watch(
         }
     };
     publisher.or(follow_all).await;
+}
+
+/// One peer's follower: it loops until dropped.
+type Follower = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Which followers were woken since they were last polled (one bit each: at most 64 boards),
+/// and the waker of the task that polls them.
+struct Woken {
+    bits: AtomicU64,
+    task: Mutex<Option<Waker>>,
+}
+
+/// One follower's waker: marks its bit and wakes the polling task.
+struct FollowerWaker {
+    woken: Arc<Woken>,
+    bit: u64,
+}
+
+impl Wake for FollowerWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.bits.fetch_or(self.bit, Ordering::AcqRel);
+        if let Some(w) = lock(&self.woken.task).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Every follower, run until dropped; a wake-up polls only the followers that were woken (50
+/// peers each waking once a second would otherwise poll all 50, a read attempt each, 50 times
+/// a second).
+struct Followers {
+    futures: Vec<(Follower, Waker)>,
+    woken: Arc<Woken>,
+}
+
+impl Followers {
+    fn new(futures: Vec<Follower>) -> Followers {
+        assert!(futures.len() <= 64, "one bit per follower");
+        let woken = Arc::new(Woken {
+            // All of them, for their first poll.
+            bits: AtomicU64::new(u64::MAX),
+            task: Mutex::new(None),
+        });
+        let futures = futures
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let waker = Waker::from(Arc::new(FollowerWaker {
+                    woken: woken.clone(),
+                    bit: 1 << i,
+                }));
+                (f, waker)
+            })
+            .collect();
+        Followers { futures, woken }
+    }
+}
+
+impl Future for Followers {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut task = lock(&self.woken.task);
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        // Bounded work per wake-up: each follower is polled at most once.
+        let bits = self.woken.bits.swap(0, Ordering::AcqRel);
+        for (i, (f, waker)) in self.futures.iter_mut().enumerate() {
+            if bits & (1 << i) != 0 {
+                // A follower loops until dropped; it never completes.
+                let _ = f.as_mut().poll(&mut Context::from_waker(waker));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A follower that counts its polls and keeps its latest waker.
+    fn counting(polls: Arc<AtomicUsize>, waker: Arc<Mutex<Option<Waker>>>) -> Follower {
+        Box::pin(std::future::poll_fn(move |cx| {
+            polls.fetch_add(1, Ordering::SeqCst);
+            *lock(&waker) = Some(cx.waker().clone());
+            Poll::Pending
+        }))
+    }
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_up_polls_only_the_followers_that_were_woken() {
+        let polls: Vec<_> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let wakers: Vec<_> = (0..3).map(|_| Arc::new(Mutex::new(None))).collect();
+        let mut all = Followers::new(
+            (0..3)
+                .map(|i| counting(polls[i].clone(), wakers[i].clone()))
+                .collect(),
+        );
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let counts = || {
+            polls
+                .iter()
+                .map(|p| p.load(Ordering::SeqCst))
+                .collect::<Vec<_>>()
+        };
+
+        assert!(Pin::new(&mut all).poll(&mut cx).is_pending());
+        assert_eq!(counts(), [1, 1, 1], "every follower's first poll");
+        // Nothing woken: a spurious wake-up polls none.
+        assert!(Pin::new(&mut all).poll(&mut cx).is_pending());
+        assert_eq!(counts(), [1, 1, 1]);
+
+        lock(&wakers[1]).as_ref().unwrap().wake_by_ref();
+        assert_eq!(
+            task.0.load(Ordering::SeqCst),
+            1,
+            "the polling task is woken"
+        );
+        assert!(Pin::new(&mut all).poll(&mut cx).is_pending());
+        assert_eq!(counts(), [1, 2, 1]);
+
+        // Woken twice before the poll: polled once.
+        lock(&wakers[2]).as_ref().unwrap().wake_by_ref();
+        lock(&wakers[2]).as_ref().unwrap().wake_by_ref();
+        assert!(Pin::new(&mut all).poll(&mut cx).is_pending());
+        assert_eq!(counts(), [1, 2, 2]);
+    }
 }

@@ -71,7 +71,7 @@ fn config() -> WebSocketConfig {
 }
 
 /// Follows the peer at `address` (HOST:PORT as configured) for as long as this future lives,
-/// keeping `board` up to date; `changed` is notified on every change.
+/// keeping `board` up to date; `changed` is notified when its state changes.
 pub async fn follow(
     address: String,
     settings: Arc<Settings>,
@@ -141,7 +141,6 @@ async fn connect_and_read(
 /// Connects and upgrades: the `Host` header is the IP literal connected to, so the peer's Host
 /// check admits it whatever name it was configured by.
 async fn upgrade(address: &str, token: Option<&Secret>) -> Result<WebSocketStream<TcpStream>, End> {
-    // The same connect (name resolution included) as the notifications', so one copy of it.
     let (host, port) = address
         .rsplit_once(':')
         .and_then(|(h, p)| {
@@ -151,9 +150,13 @@ async fn upgrade(address: &str, token: Option<&Secret>) -> Result<WebSocketStrea
             ))
         })
         .ok_or_else(|| End::Offline(format!("{address} is not HOST:PORT")))?;
-    let mut tcp = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| End::Offline(format!("cannot connect to {address}: {e}")))?;
+    // An IP literal is connected to as it is: a (name, port) pair is resolved on smol's blocking
+    // pool, a thread (up to one per peer when they all connect at once).
+    let connect = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => TcpStream::connect(std::net::SocketAddr::new(ip, port)).await,
+        Err(_) => TcpStream::connect((host, port)).await,
+    };
+    let mut tcp = connect.map_err(|e| End::Offline(format!("cannot connect to {address}: {e}")))?;
     let addr = tcp
         .peer_addr()
         .map_err(|e| End::Offline(format!("{address}: {e}")))?;
@@ -296,9 +299,10 @@ async fn read(
             Ok(s) => s,
             Err(why) => return End::Broken(why),
         };
-        {
+        let came_online = {
             let mut b = lock(board);
-            if b.state != State::Online {
+            let came = b.state != State::Online;
+            if came {
                 log::info!("fleet: {} is online ({})", b.address, s.name);
             }
             b.state = State::Online;
@@ -306,7 +310,12 @@ async fn read(
             b.last_seen = Some(crate::protocol::unix_ms());
             b.name = Some(s.name.clone());
             b.summary = Some(s);
+            came
+        };
+        // A new state is published at once; new figures go with the next publication (every
+        // second), so 50 peers' summaries do not make the fleet frame five times a second.
+        if came_online {
+            changed.notify(usize::MAX);
         }
-        changed.notify(usize::MAX);
     }
 }

@@ -3,6 +3,7 @@
 mod churn;
 mod containers;
 mod fan_out;
+mod fleet;
 mod hostile;
 mod idle;
 mod node;
@@ -33,6 +34,7 @@ use crate::{Args, raise_nofile, write_outputs};
 use churn::churn;
 use containers::containers;
 use fan_out::fan_out;
+use fleet::fleet;
 use hostile::hostile_neighbour;
 use idle::idle_and_dashboard;
 use node::node_ws;
@@ -62,6 +64,10 @@ const IDLE_CPU_PCT: f64 = 0.1;
 const DASHBOARD_CPU_PCT: f64 = 0.5;
 /// Daemon CPU with 10 running containers watched.
 const CONTAINERS_CPU_PCT: f64 = 1.0;
+/// Daemon CPU while its fleet of 50 peers is watched.
+const FLEET_CPU_PCT: f64 = 0.5;
+/// Daemon RSS while its fleet of 50 peers is watched, over the unwatched daemon's.
+const FLEET_RSS_MIB: f64 = 1.0;
 /// RSS after 10,000 connect/disconnect cycles, over the post-warm-up baseline.
 const CHURN_RSS_MIB: f64 = 2.0;
 /// The benchmark's own bound for the slow-consumer scenario: stalled subscribers share frames
@@ -126,9 +132,10 @@ impl Plan {
 }
 
 /// The scenario names `--only` takes.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "idle",
     "containers",
+    "fleet",
     "connections",
     "veth",
     "node",
@@ -213,6 +220,9 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
 
         if plan.runs("containers") {
             containers(&mut r, &plan, daemon, &flags).await?;
+        }
+        if plan.runs("fleet") {
+            fleet(&mut r, &plan, daemon, extra).await?;
         }
 
         if plan.runs("veth") {
