@@ -1048,6 +1048,8 @@ function renderFleet() {
   tbody.replaceChildren(...boards.map((b) => {
     const s = b.summary || {};
     const tr = document.createElement('tr');
+    // A board not online shows its last figures dimmed: they are as it was when last seen.
+    if (b.state !== 'online' && b.summary) { tr.className = 'stale'; tr.title = `figures from ${fmtWhen(b.last_seen, '24h')}`; }
     const cell = (text, cls) => { const td = document.createElement('td'); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td); return td; };
     const name = cell('');
     if (b.self) name.textContent = `${b.name || 'this board'} (this one)`;

@@ -516,6 +516,12 @@ test('the fleet view lists 4 boards, links to each, and shows one going offline'
     await waitFor('one board offline', async () => (await text(page, '#fleet-sum')) === '3 of 4 online', 6000);
     const gone = await page.locator('#fleet tbody tr').nth(3).textContent();
     assert.ok(gone.includes('offline') && gone.includes('last seen'), gone);
+    // Its last figures stay, dimmed as stale; the boards still online are not.
+    assert.ok(/\d+\.\d %/.test(gone), gone);
+    const stale = await page.locator('#fleet tbody tr').evaluateAll((trs) => trs.map((tr) => tr.className === 'stale'));
+    assert.deepEqual(stale, [false, false, false, true]);
+    const dim = await page.locator('#fleet tbody tr').nth(3).locator('td').nth(2).evaluate((td) => getComputedStyle(td).opacity);
+    assert.equal(dim, '0.55');
     await page.screenshot({ path: path.join(OUT, 'fleet-1280.png'), fullPage: true });
     await page.setViewportSize({ width: 375, height: 812 });
     await page.waitForTimeout(300);
