@@ -36,6 +36,7 @@
 pub mod alerts;
 pub mod app;
 pub mod auth;
+pub(crate) mod child;
 pub(crate) mod codec;
 pub(crate) mod collect;
 pub mod config;

@@ -60,7 +60,7 @@ pub const SERVICE_ENV: [&str; 6] = [
 ];
 
 /// Removes `SERVICE_ENV` from `cmd`'s environment.
-pub fn child_env(cmd: &mut smol::process::Command) -> &mut smol::process::Command {
+pub fn child_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
     for k in SERVICE_ENV {
         cmd.env_remove(k);
     }

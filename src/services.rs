@@ -144,20 +144,19 @@ fn systemctl<'a>(args: &'a [&'a str]) -> Answer<'a> {
 
 async fn systemctl_inner(args: &[&str]) -> Result<String, String> {
     let run = async {
-        let mut cmd = smol::process::Command::new("systemctl");
-        let mut child = crate::notify::child_env(&mut cmd)
+        let mut cmd = std::process::Command::new("systemctl");
+        crate::notify::child_env(&mut cmd)
             .args(args)
             .env("SYSTEMD_COLORS", "0")
             .env("SYSTEMD_PAGER", "")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => "cannot run systemctl: not found".to_string(),
-                _ => format!("cannot run systemctl: {e}"),
-            })?;
+            .stderr(Stdio::piped());
+        // Killed (and reaped) if dropped: on the deadline below.
+        let mut child = crate::child::spawn(&mut cmd).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "cannot run systemctl: not found".to_string(),
+            _ => format!("cannot run systemctl: {e}"),
+        })?;
         let mut out = Vec::new();
         let mut err = Vec::new();
         let stdout = child.stdout.take().expect("piped");

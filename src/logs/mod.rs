@@ -472,7 +472,7 @@ fn describe(path: &std::path::Path, e: &std::io::Error) -> String {
 }
 
 /// Follows a unit's journal: the last lines once, then `journalctl -f` from the last cursor. The
-/// child is killed when this future is dropped (`kill_on_drop`) and reaped by async-process.
+/// child is killed when this future is dropped, and reaped (`crate::child`).
 pub async fn follow_journal(
     unit: String,
     dir: Option<PathBuf>,
@@ -480,7 +480,7 @@ pub async fn follow_journal(
     ready: Sender<()>,
     hub: Weak<Hub>,
 ) {
-    let base = |cmd: &mut smol::process::Command| {
+    let base = |cmd: &mut std::process::Command| {
         crate::notify::child_env(cmd);
         // --all: without it, fields over 4 KiB come out as null and long messages would be lost.
         cmd.args(["-o", "json", "--all", "--no-pager", "-q", "-u", &unit]);
@@ -488,18 +488,17 @@ pub async fn follow_journal(
             cmd.arg("-D").arg(d);
         }
         cmd.stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(std::process::Stdio::piped());
     };
     // The backlog: `journalctl -n 100` runs to completion.
-    let mut cmd = smol::process::Command::new("journalctl");
+    let mut cmd = std::process::Command::new("journalctl");
     base(&mut cmd);
     cmd.args(["-n", &BACKLOG.to_string()]);
     let mut cursor = None;
     // Kept until the unit's first entry (not cleared by a healthy journalctl): why a journal
     // with no entries at all may be a mistyped name rather than a quiet service.
     let mut no_entries = None;
-    match cmd.output().await {
+    match crate::child::output(&mut cmd).await {
         Ok(out) if out.status.success() => {
             let mut lines = Vec::new();
             for l in String::from_utf8_lossy(&out.stdout).lines() {
@@ -519,14 +518,14 @@ pub async fn follow_journal(
     }
     drop(ready);
     loop {
-        let mut cmd = smol::process::Command::new("journalctl");
+        let mut cmd = std::process::Command::new("journalctl");
         base(&mut cmd);
         cmd.arg("-f").stdout(std::process::Stdio::piped());
         match &cursor {
             Some(c) => cmd.arg(format!("--after-cursor={c}")),
             None => cmd.args(["-n", "0"]),
         };
-        let ended = match cmd.spawn() {
+        let ended = match crate::child::spawn(&mut cmd) {
             Ok(mut child) => {
                 let out = child.stdout.take().expect("stdout is piped");
                 let err = child.stderr.take().expect("stderr is piped");
@@ -590,7 +589,7 @@ pub async fn follow_journal(
                     }
                 };
                 let (hub_alive, err) = smol::future::zip(entries, stderr_tail).await;
-                // Reap it now; kill_on_drop covers cancellation.
+                // Reap it now; dropping the child covers cancellation.
                 let _ = child.kill();
                 let _ = child.status().await;
                 if !hub_alive {
@@ -694,7 +693,7 @@ fn read_file_gap(path: &Path, at: &At, upto: Option<u64>) -> Gap {
 
 /// `read_gap` for a journal: `journalctl --after-cursor=CURSOR` up to the ring's first entry.
 async fn read_journal_gap(unit: &str, dir: Option<&Path>, cursor: &str, upto: Option<&str>) -> Gap {
-    let mut cmd = smol::process::Command::new("journalctl");
+    let mut cmd = std::process::Command::new("journalctl");
     crate::notify::child_env(&mut cmd);
     cmd.args(["-o", "json", "--all", "--no-pager", "-q", "-u", unit]);
     if let Some(d) = dir {
@@ -704,9 +703,8 @@ async fn read_journal_gap(unit: &str, dir: Option<&Path>, cursor: &str, upto: Op
     cmd.arg(format!("--after-cursor={cursor}"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|_| "unknown")?;
+        .stderr(std::process::Stdio::null());
+    let mut child = crate::child::spawn(&mut cmd).map_err(|_| "unknown")?;
     let out = child.stdout.take().ok_or("unknown")?;
     let mut lines = BufReader::new(out).lines();
     let (mut got, mut bytes, mut read) = (Vec::new(), 0usize, 0u32);
@@ -744,12 +742,12 @@ async fn read_journal_gap(unit: &str, dir: Option<&Path>, cursor: &str, upto: Op
 /// holds nothing for that name. `None` for a loaded unit that simply has not logged yet.
 async fn why_no_entries(unit: &str, from_dir: bool) -> Option<String> {
     if !from_dir {
-        let out = smol::process::Command::new("systemctl")
-            .args(["show", "--property=LoadState", "--value", unit])
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .await;
+        let out = crate::child::output(
+            std::process::Command::new("systemctl")
+                .args(["show", "--property=LoadState", "--value", unit])
+                .stdin(std::process::Stdio::null()),
+        )
+        .await;
         if let Ok(out) = out
             && out.status.success()
         {
