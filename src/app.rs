@@ -47,6 +47,8 @@ pub struct App {
     pub started: Instant,
     /// What became of alert notifications (sent, retried, failed, suppressed, dropped).
     pub notify_counters: Arc<crate::deliver::Counters>,
+    /// The mDNS responder, when this board announces itself.
+    pub mdns: Option<Arc<crate::mdns::Mdns>>,
     /// Where tasks are spawned; weak so no task keeps the executor (and so itself) alive. Reached
     /// only through [`App::spawn`].
     ex: Weak<Executor<'static>>,
@@ -89,6 +91,7 @@ impl App {
             notifier(&changed),
         ));
         let logs = log_sources(&config);
+        let mdns = start_mdns(&config, ex, &shutdown);
         let http_slots = Arc::new(HttpSlots::new(
             config.max_per_ip,
             config.max_connections,
@@ -121,6 +124,7 @@ impl App {
                         ping: config.ping_interval,
                         pong: config.pong_timeout,
                     }),
+                    mdns: mdns.clone(),
                 },
             ));
             let registry = Registry::new(
@@ -141,6 +145,7 @@ impl App {
                 changed,
                 started: Instant::now(),
                 notify_counters,
+                mdns,
                 ex: Arc::downgrade(ex),
             }
         }))
@@ -179,6 +184,17 @@ impl App {
                 .collect::<serde_json::Map<_, _>>(),
             "producers": self.topics.running(),
             "uptime_seconds": self.started.elapsed().as_secs(),
+            "mdns": self.mdns.as_ref().map(|m| {
+                let c = &m.counters;
+                let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                serde_json::json!({
+                    "interfaces": m.interfaces().iter().map(|i| i.addr.to_string()).collect::<Vec<_>>(),
+                    "sent": n(&c.sent),
+                    "malformed": n(&c.malformed),
+                    "ignored": n(&c.ignored),
+                    "send_errors": n(&c.send_errors),
+                })
+            }),
         })
     }
 }
@@ -314,4 +330,33 @@ fn log_sources(config: &Config) -> Vec<(String, Source)> {
         (name.clone(), source)
     });
     files.chain(journals).collect()
+}
+
+/// The mDNS responder, running on `ex` until `shutdown`, when `--no-mdns` is not given and the
+/// daemon listens on a LAN address; a port 5353 that cannot be had is logged and discovery is
+/// off, the daemon serves on.
+fn start_mdns(
+    config: &Config,
+    ex: &Arc<Executor<'static>>,
+    shutdown: &Receiver<()>,
+) -> Option<Arc<crate::mdns::Mdns>> {
+    if !config.mdns {
+        return None;
+    }
+    let std::net::SocketAddr::V4(listen) = config.listen else {
+        return None;
+    };
+    crate::mdns::announces_on(config.listen)?;
+    let hostname = AllowedHosts::system_hostname().unwrap_or_default();
+    match crate::mdns::Mdns::new(listen, &hostname, config.token.is_some()) {
+        Ok(m) => {
+            let m = Arc::new(m);
+            ex.spawn(m.clone().run(shutdown.clone())).detach();
+            Some(m)
+        }
+        Err(e) => {
+            log::warn!("mdns: off, cannot use UDP port {}: {e}", crate::mdns::PORT);
+            None
+        }
+    }
 }

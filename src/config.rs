@@ -106,6 +106,10 @@ pub struct Flags {
     /// sharing --token-file send it to each other
     #[argh(option)]
     pub peer: Vec<String>,
+    /// do not announce this board by mDNS (_edgemon._tcp), nor look for other boards while the
+    /// fleet view is open; without it, a board listening on a LAN address announces itself
+    #[argh(switch)]
+    pub no_mdns: bool,
     /// error, warn, info, debug or trace (default info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -176,6 +180,8 @@ pub struct Config {
     pub container_logs: crate::containers::LogAccess,
     /// `--peer` boards, as configured (HOST:PORT).
     pub peers: Vec<String>,
+    /// mDNS announcing and browsing (off with `--no-mdns`; never on a loopback listen address).
+    pub mdns: bool,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
     /// Threads running the executor (`--threads`).
@@ -437,6 +443,7 @@ impl Config {
             docker_socket,
             container_logs,
             peers,
+            mdns: !f.no_mdns,
             log_level,
             threads,
             head_timeout: Duration::from_secs(10),

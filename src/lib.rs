@@ -28,8 +28,9 @@
 //! - [`config`] (flags, validated), [`notify`] (systemd), [`logging`] (a log that cannot take
 //!   the daemon down), `trim` (heap back to the OS after churn), `lock` (the one poison-tolerant
 //!   mutex lock).
-// Two commented `unsafe` calls exist: `malloc_trim` in `trim`, and the Pi firmware mailbox
-// `ioctl` in `collect::pi` (behind the `Mailbox` trait); everything else is safe code.
+// Three commented `unsafe` places exist: `malloc_trim` in `trim`, the Pi firmware mailbox
+// `ioctl` in `collect::pi` (behind the `Mailbox` trait), and `getifaddrs` in
+// `mdns::interfaces`; everything else is safe code.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -57,6 +58,7 @@ pub(crate) mod limits;
 pub(crate) mod lock;
 pub mod logging;
 pub(crate) mod logs;
+pub(crate) mod mdns;
 pub(crate) mod metrics;
 pub mod notify;
 pub(crate) mod outlet;

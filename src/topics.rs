@@ -94,6 +94,8 @@ pub struct Topics {
     peers: Arc<[String]>,
     /// How peers are reached.
     peer_settings: Arc<crate::fleet::Settings>,
+    /// The mDNS responder, to browse for boards while the fleet is watched.
+    mdns: Option<Arc<crate::mdns::Mdns>>,
 }
 
 /// What the catalog reaches beyond this host: the container engine and whose logs are topics,
@@ -109,6 +111,8 @@ pub struct Remote {
     pub peers: Vec<String>,
     /// How peers are reached (token, ping, pong).
     pub peer_settings: Arc<crate::fleet::Settings>,
+    /// The mDNS responder (none with `--no-mdns` or on loopback).
+    pub mdns: Option<Arc<crate::mdns::Mdns>>,
 }
 
 impl Topics {
@@ -144,6 +148,7 @@ impl Topics {
             me: containers.me,
             peers: containers.peers.into(),
             peer_settings: containers.peer_settings,
+            mdns: containers.mdns,
             changed,
             logs,
             rings: Arc::new(Mutex::new(HashMap::new())),
@@ -313,10 +318,11 @@ impl Catalog for Topics {
                     self.peers.clone(),
                     self.peer_settings.clone(),
                 );
+                let browse = self.mdns.as_ref().map(|m| m.browse());
                 Some(Box::pin(async move {
                     let _running = running;
                     let own = || own_summary(&sampler);
-                    crate::fleet::watch(me, peers, settings, own, |json| {
+                    crate::fleet::watch(me, peers, settings, browse, own, |json| {
                         let Some(hub) = hub.upgrade() else {
                             return false;
                         };

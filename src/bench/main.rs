@@ -46,7 +46,8 @@ struct Args {
     #[argh(option)]
     window: Option<u64>,
     /// run only this scenario (repeatable): idle (with dashboard), containers (CPU with 10
-    /// containers watched; root and podman), fleet (50 peers watched), connections (the fan-outs),
+    /// containers watched; root and podman), fleet (50 peers watched), mdns (idle, announcing;
+    /// root), connections (the fan-outs),
     /// veth (the fan-outs across a veth pair; root), node (Node ws on both), churn, slow,
     /// hostile, subscribed, stretch; the binary size is always measured
     #[argh(option)]

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use smol::future::FutureExt;
@@ -63,6 +63,8 @@ pub struct Board {
     /// Whether it is this board.
     #[serde(rename = "self")]
     pub is_self: bool,
+    /// Whether it was found by mDNS (not a `--peer`).
+    pub discovered: bool,
     /// Its state.
     pub state: State,
     /// Unix ms of its last summary.
@@ -71,14 +73,19 @@ pub struct Board {
     pub reason: Option<String>,
     /// Its last summary (kept while offline, with `last_seen`).
     pub summary: Option<Summary>,
+    /// The address its connection reached (a configured name resolves to it).
+    #[serde(skip)]
+    pub connected: Option<std::net::SocketAddr>,
 }
 
 impl Board {
-    fn peer(address: &str) -> Board {
+    fn peer(address: &str, discovered: bool) -> Board {
         Board {
             address: address.to_string(),
             name: None,
             is_self: false,
+            discovered,
+            connected: None,
             state: State::Offline,
             last_seen: None,
             reason: Some("not reached yet".into()),
@@ -88,61 +95,143 @@ impl Board {
 }
 
 /// Follows every peer and publishes the fleet (this board first) through `publish` until it
-/// says the hub is gone. `me` gives this board's summary now.
+/// says the hub is gone. `me` gives this board's summary now. With `browse`, boards announced
+/// by mDNS join the fleet too (after the configured ones, up to `MAX_BOARDS`), followed
+/// without the token.
 pub async fn watch(
     me_address: String,
     peers: Arc<[String]>,
     settings: Arc<Settings>,
+    mut browse: Option<crate::mdns::Browse>,
     me: impl Fn() -> Option<Summary>,
     mut publish: impl FnMut(String) -> bool,
 ) {
     let changed = Arc::new(event_listener::Event::new());
-    let boards: Vec<Arc<Mutex<Board>>> = peers
-        .iter()
-        .take(MAX_BOARDS - 1)
-        .map(|a| Arc::new(Mutex::new(Board::peer(a))))
-        .collect();
-    let followers: Vec<Follower> = boards
-        .iter()
-        .map(|b| {
-            let address = lock(b).address.clone();
-            Box::pin(peer::follow(
-                address,
-                settings.clone(),
-                b.clone(),
-                changed.clone(),
-            )) as Follower
-        })
-        .collect();
-    let follow_all = Followers::new(followers);
-    let publisher = async {
-        loop {
-            let listener = changed.listen();
-            let mut list = Vec::with_capacity(boards.len() + 1);
-            let summary = me();
-            list.push(Board {
-                address: me_address.clone(),
-                name: summary.as_ref().map(|s| s.name.clone()),
-                is_self: true,
-                state: State::Online,
-                last_seen: Some(crate::protocol::unix_ms()),
-                reason: None,
-                summary,
-            });
-            list.extend(boards.iter().map(|b| lock(b).clone()));
-            let json = serde_json::to_string(&list).expect("plain data always serializes");
-            if !publish(json) {
-                return;
-            }
-            smol::Timer::after(PUBLISH_GAP).await;
-            listener
-                .or(async {
-                    smol::Timer::after(PUBLISH_EVERY - PUBLISH_GAP).await;
-                })
-                .await;
-        }
+    let mut boards: Vec<Arc<Mutex<Board>>> = Vec::new();
+    let mut followers = Followers::new();
+    let follower = |b: &Arc<Mutex<Board>>, settings: &Arc<Settings>| -> Follower {
+        let address = lock(b).address.clone();
+        Box::pin(peer::follow(
+            address,
+            settings.clone(),
+            b.clone(),
+            changed.clone(),
+        ))
     };
-    publisher.or(follow_all).await;
+    for a in peers.iter().take(MAX_BOARDS - 1) {
+        let b = Arc::new(Mutex::new(Board::peer(a, false)));
+        followers.push(follower(&b, &settings));
+        boards.push(b);
+    }
+    // Discovered boards get no token: it goes only to the boards it was configured for.
+    let untrusted = Arc::new(Settings {
+        token: None,
+        ping: settings.ping,
+        pong: settings.pong,
+    });
+    enum Wake {
+        Publish,
+        Changed,
+        Found(crate::mdns::Found),
+    }
+    let mut listener = changed.listen();
+    let mut due = Instant::now();
+    let mut last = None::<Instant>;
+    loop {
+        let wake = async {
+            (&mut followers).await;
+            Wake::Changed
+        }
+        .or(async {
+            smol::Timer::at(due).await;
+            Wake::Publish
+        })
+        .or(async {
+            (&mut listener).await;
+            Wake::Changed
+        })
+        .or(async {
+            match browse.as_mut() {
+                Some(b) => Wake::Found(b.next().await),
+                None => std::future::pending().await,
+            }
+        })
+        .await;
+        match wake {
+            Wake::Publish => {
+                listener = changed.listen();
+                let list = fleet_list(&me_address, me(), &boards);
+                let json = serde_json::to_string(&list).expect("plain data always serializes");
+                if !publish(json) {
+                    return;
+                }
+                let now = Instant::now();
+                last = Some(now);
+                due = now + PUBLISH_EVERY;
+            }
+            Wake::Changed => {
+                listener = changed.listen();
+                // Soon, but not more often than every PUBLISH_GAP.
+                due = due.min(last.map_or(Instant::now(), |t| t + PUBLISH_GAP));
+            }
+            Wake::Found(found) => {
+                let address = found.address.to_string();
+                let known = boards.iter().any(|b| {
+                    let b = lock(b);
+                    b.address == address || b.connected == Some(found.address.into())
+                });
+                if known {
+                    continue;
+                }
+                if boards.len() + 1 >= MAX_BOARDS {
+                    if let Some(b) = &browse {
+                        b.ignored();
+                    }
+                    continue;
+                }
+                log::info!("fleet: found {address} ({}) by mDNS", found.name);
+                let b = Arc::new(Mutex::new(Board::peer(&address, true)));
+                lock(&b).name = Some(found.name);
+                followers.push(follower(&b, &untrusted));
+                boards.push(b);
+                due = due.min(last.map_or(Instant::now(), |t| t + PUBLISH_GAP));
+            }
+        }
+    }
+}
+
+/// The fleet as published: this board, then every other, except a discovered board that is a
+/// configured one seen by another address (a `--peer` given by name, once it has connected).
+fn fleet_list(
+    me_address: &str,
+    summary: Option<Summary>,
+    boards: &[Arc<Mutex<Board>>],
+) -> Vec<Board> {
+    let mut list = Vec::with_capacity(boards.len() + 1);
+    list.push(Board {
+        address: me_address.to_string(),
+        name: summary.as_ref().map(|s| s.name.clone()),
+        is_self: true,
+        discovered: false,
+        state: State::Online,
+        last_seen: Some(crate::protocol::unix_ms()),
+        reason: None,
+        summary,
+        connected: None,
+    });
+    let boards: Vec<Board> = boards.iter().map(|b| lock(b).clone()).collect();
+    let configured: Vec<std::net::SocketAddr> = boards
+        .iter()
+        .filter(|b| !b.discovered)
+        .filter_map(|b| b.connected)
+        .collect();
+    list.extend(boards.into_iter().filter(|b| {
+        !(b.discovered
+            && b.address
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| configured.contains(&a)))
+    }));
+    list
 }
 
 /// One peer's follower: it loops until dropped.
@@ -183,25 +272,26 @@ struct Followers {
 }
 
 impl Followers {
-    fn new(futures: Vec<Follower>) -> Followers {
-        assert!(futures.len() <= 64, "one bit per follower");
-        let woken = Arc::new(Woken {
-            // All of them, for their first poll.
-            bits: AtomicU64::new(u64::MAX),
-            task: Mutex::new(None),
-        });
-        let futures = futures
-            .into_iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let waker = Waker::from(Arc::new(FollowerWaker {
-                    woken: woken.clone(),
-                    bit: 1 << i,
-                }));
-                (f, waker)
-            })
-            .collect();
-        Followers { futures, woken }
+    fn new() -> Followers {
+        Followers {
+            futures: Vec::new(),
+            woken: Arc::new(Woken {
+                bits: AtomicU64::new(0),
+                task: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Adds a follower (at most 64), polled at the next poll.
+    fn push(&mut self, f: Follower) {
+        let i = self.futures.len();
+        assert!(i < 64, "one bit per follower");
+        let waker = Waker::from(Arc::new(FollowerWaker {
+            woken: self.woken.clone(),
+            bit: 1 << i,
+        }));
+        self.futures.push((f, waker));
+        self.woken.bits.fetch_or(1 << i, Ordering::AcqRel);
     }
 }
 
@@ -252,11 +342,10 @@ mod tests {
     fn a_wake_up_polls_only_the_followers_that_were_woken() {
         let polls: Vec<_> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
         let wakers: Vec<_> = (0..3).map(|_| Arc::new(Mutex::new(None))).collect();
-        let mut all = Followers::new(
-            (0..3)
-                .map(|i| counting(polls[i].clone(), wakers[i].clone()))
-                .collect(),
-        );
+        let mut all = Followers::new();
+        for i in 0..3 {
+            all.push(counting(polls[i].clone(), wakers[i].clone()));
+        }
         let task = Arc::new(Count(AtomicUsize::new(0)));
         let task_waker = Waker::from(task.clone());
         let mut cx = Context::from_waker(&task_waker);

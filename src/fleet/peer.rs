@@ -135,6 +135,9 @@ async fn connect_and_read(
         Ok(ws) => ws,
         Err(end) => return end,
     };
+    if let Ok(a) = ws.get_ref().peer_addr() {
+        lock(board).connected = Some(a);
+    }
     read(ws, settings, board, changed).await
 }
 

@@ -22,11 +22,12 @@ use smol::stream::StreamExt;
 /// A WebSocket client over a smol TCP stream.
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// A config for tests: loopback, port 0, short linger, everything else default.
+/// A config for tests: loopback, port 0, short linger, no mDNS, everything else default.
 pub fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         hub_linger: Duration::from_millis(200),
+        mdns: false,
         ..Config::default()
     }
 }
@@ -286,6 +287,16 @@ impl Daemon {
             &[],
             false,
         )
+    }
+
+    /// `start_on`, inside the network namespace `ns` (`ip netns exec`, which execs the daemon:
+    /// the child is the daemon).
+    pub fn start_in_netns(ns: &str, listen: &str, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_edgemon")]);
+        let mut all = vec!["--listen", listen];
+        all.extend_from_slice(args);
+        Daemon::spawn_on(cmd, &all, &[], false)
     }
 
     fn spawn(cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {

@@ -46,6 +46,7 @@ pub(super) async fn fleet(
         )?);
     }
     let mut args: Vec<String> = extra.to_vec();
+    args.push("--no-mdns".to_string());
     // The hub lingers 2 s after its last subscriber: the peer connections close then.
     args.extend(["--hub-linger".to_string(), "2s".to_string()]);
     for i in 0..count {

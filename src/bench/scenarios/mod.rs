@@ -6,6 +6,7 @@ mod fan_out;
 mod fleet;
 mod hostile;
 mod idle;
+mod mdns;
 mod node;
 mod shutdown;
 mod sink;
@@ -37,6 +38,7 @@ use fan_out::fan_out;
 use fleet::fleet;
 use hostile::hostile_neighbour;
 use idle::idle_and_dashboard;
+use mdns::mdns;
 use node::node_ws;
 use shutdown::shutdown;
 use slow::slow_consumers;
@@ -132,10 +134,11 @@ impl Plan {
 }
 
 /// The scenario names `--only` takes.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "idle",
     "containers",
     "fleet",
+    "mdns",
     "connections",
     "veth",
     "node",
@@ -180,7 +183,12 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
 
     let max = (plan.conns.max(plan.stretch) + 200).to_string();
     let extra = &args.daemon_flag;
-    let mut flags = vec!["--max-connections".to_string(), max];
+    // mDNS off: the veth lines' daemon listens on a LAN address (the `mdns` lines turn it on).
+    let mut flags = vec![
+        "--max-connections".to_string(),
+        max,
+        "--no-mdns".to_string(),
+    ];
     flags.extend(extra.iter().cloned());
     smol::block_on(async {
         // Started first and measured last, so it has kept a full history by then.
@@ -223,6 +231,9 @@ pub fn run(args: &Args, daemon: &Path) -> io::Result<bool> {
         }
         if plan.runs("fleet") {
             fleet(&mut r, &plan, daemon, extra).await?;
+        }
+        if plan.runs("mdns") {
+            mdns(&mut r, &plan, daemon, extra).await?;
         }
 
         if plan.runs("veth") {
