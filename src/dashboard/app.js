@@ -1058,6 +1058,8 @@ function renderFleet() {
       a.href = `${location.protocol}//${b.address}/`;
       a.textContent = b.name ? `${b.name} · ${b.address}` : b.address;
       name.appendChild(a);
+      // Found by mDNS rather than configured with --peer: say so (and why it may be locked).
+      if (b.discovered) { const t = document.createElement('span'); t.className = 'rule'; t.textContent = ' · found on the LAN'; t.title = 'announced by mDNS; add it with --peer to send it this board\'s token'; name.appendChild(t); }
     }
     const seen = b.state !== 'online' && b.last_seen ? ` · last seen ${fmtWhen(b.last_seen, '24h')}` : '';
     const st = cell(b.state + seen, 'st ' + (b.state === 'online' ? 'ok' : b.state === 'offline' ? 'pending' : 'firing'));
