@@ -19,6 +19,8 @@ pub const CLIENT_CPU: usize = 1;
 /// The namespace, its veth pair, and the addresses on each end.
 pub struct Veth {
     ns: String,
+    /// The pair's end outside (deleting it deletes the pair at once).
+    out_if: String,
     /// The address outside (the clients').
     pub outside: Ipv4Addr,
     /// The address inside (the daemon's).
@@ -62,13 +64,18 @@ impl Veth {
 
     /// Creates the namespace and the pair, up, addressed, with receive steering set.
     pub fn create() -> io::Result<Veth> {
+        // A name of its own for each pair of this run: a namespace is torn down by the kernel
+        // after `ip netns del` returns, so the next scenario's pair must not need its names.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
         let id = std::process::id() % 100_000;
+        let (out_if, in_if) = (format!("ebo{id}n{n}"), format!("ebi{id}n{n}"));
         let net = Veth {
-            ns: format!("edgemon-bench-{id}"),
+            ns: format!("edgemon-bench-{id}-{n}"),
+            out_if: out_if.clone(),
             outside: Ipv4Addr::new(198, 18, 213, 1),
             inside: Ipv4Addr::new(198, 18, 213, 2),
         };
-        let (out_if, in_if) = (format!("ebo{id}"), format!("ebi{id}"));
         run(&["ip", "netns", "add", &net.ns])?;
         // From here on, drop deletes what was made.
         let ns = net.ns.as_str();
@@ -110,7 +117,9 @@ impl Veth {
 
 impl Drop for Veth {
     fn drop(&mut self) {
-        // Deleting the namespace deletes the pair's inner end, and with it the outer one.
+        // The outer end first: that deletes the pair (and its route to 198.18.213.0/30) before
+        // this returns; the namespace itself goes in the background.
+        let _ = run(&["ip", "link", "del", &self.out_if]);
         if let Err(e) = run(&["ip", "netns", "del", &self.ns]) {
             eprintln!("edgemon-bench: {e}");
         }
