@@ -20,16 +20,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Peers answer pings within a second here; offline must follow within ping + pong.
-const FAST: [&str; 6] = [
-    "--ping-interval",
-    "1s",
-    "--pong-timeout",
-    "1s",
-    "--hub-linger",
-    "1s",
-];
-
 fn board(ip: &str, port: u16, peers: &[String], extra: &[&str]) -> Daemon {
     let listen = format!("{ip}:{port}");
     let mut args: Vec<&str> = FAST.to_vec();

@@ -177,42 +177,14 @@ fn rss_kib(pid: u32) -> f64 {
 
 /// An announcement of the fake boards `from..to`, all at 10.213.0.3 on ports 20000 + n.
 fn fake_boards(from: usize, to: usize) -> Vec<u8> {
-    use wire::{Builder, Out, OutData};
     let names: Vec<String> = (from..to).map(|n| format!("fake board {n}")).collect();
-    let mut b = Builder::new(true);
+    let mut b = wire::Builder::new(true);
     for (n, name) in (from..to).zip(&names) {
         let inst = [name.as_str(), "_edgemon", "_tcp", "local"];
-        b.record(
-            &Out {
-                name: &inst[1..],
-                ttl: 4500,
-                data: OutData::Ptr(&inst),
-                unique: false,
-            },
-            false,
-        );
-        b.record(
-            &Out {
-                name: &inst,
-                ttl: 120,
-                data: OutData::Srv {
-                    port: 20000 + n as u16,
-                    target: &["fake", "local"],
-                },
-                unique: true,
-            },
-            false,
-        );
+        b.ptr(&inst[1..], &inst, 4500);
+        b.srv(&inst, 20000 + n as u16, &["fake", "local"], 120);
     }
-    b.record(
-        &Out {
-            name: &["fake", "local"],
-            ttl: 120,
-            data: OutData::A(Ipv4Addr::new(10, 213, 0, 3)),
-            unique: true,
-        },
-        false,
-    );
+    b.a(&["fake", "local"], Ipv4Addr::new(10, 213, 0, 3), 120);
     b.finish()
 }
 
@@ -224,14 +196,7 @@ fn boards_find_each_other_by_mdns_across_namespaces() {
     std::fs::write(&token, "mdns-test-token-0123456789").unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let listen = format!("0.0.0.0:{PORT}");
-    let quick = [
-        "--ping-interval",
-        "1s",
-        "--pong-timeout",
-        "1s",
-        "--hub-linger",
-        "1s",
-    ];
+    let quick = FAST;
     let a = Daemon::start_in_netns(lan.board(1), &listen, &quick);
     let mut b = Daemon::start_in_netns(lan.board(2), &listen, &quick);
     let mut with_token = quick.to_vec();

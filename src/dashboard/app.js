@@ -28,6 +28,7 @@ class Store {
     this.range = range; this.step = step; this.ts = []; this.s = new Map();
     this.openCount = 0;      // live samples folded into the newest interval
     this.fresh = false;      // answered by the daemon on the current socket
+    this.merges = 0;         // answers merged in (a live sample is not one): graphs repaint
   }
 
   /** Merges a history answer: its values win where it has one, ours stay where it has none. */
@@ -51,7 +52,7 @@ class Store {
       }
       next.set(name, r);
     }
-    this.ts = out; this.s = next;
+    this.ts = out; this.s = next; this.merges++;
     // The daemon's open interval holds samples we did not see: count them by its age.
     this.openCount = out.length ? Math.max(1, Math.round((Date.now() - skew - out[out.length - 1]) / 1000)) : 0;
     this.trim();
@@ -550,17 +551,13 @@ function sizeOf(c) {
 function setData(el, k, v) { if (el.dataset[k] !== v) el.dataset[k] = v; }
 
 /** Draws one graph for the shown range and describes it (label, legend, test hooks). */
-function drawGraph(def, st, to) {
+function drawGraph(def, st, to, force) {
   const c = $('g-' + def.id);
   const span = RANGE[S.range].span, from = to - span;
   const lines = def.lines(st);
   const dpr = window.devicePixelRatio || 1;
   const [cw, ch] = sizeOf(c);
   const w = Math.max(1, Math.round(cw * dpr)), h = Math.max(1, Math.round(ch * dpr));
-  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
-  const g = c.getContext('2d');
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  g.clearRect(0, 0, cw, ch);
   const pw = cw - PAD.l - PAD.r, ph = ch - PAD.t - PAD.b;
   // The scale covers what is in view: min to max of every line.
   let lo = Infinity, hi = -Infinity;
@@ -571,9 +568,28 @@ function drawGraph(def, st, to) {
   }
   if (hi === -Infinity) { lo = NaN; hi = 0; }
   const [y0, y1] = scale(def.unit, lo, hi);
+  const unit = UNITS[def.unit];
+  // Painting is most of what the page costs: a graph is painted again only when its picture
+  // would move, i.e. time has advanced a device pixel (10 min over 300 px: every 2 s; 7 days:
+  // every half hour), or its size, scale, lines, events, range, merged history or the crosshair
+  // changed. Its legend and label still follow every sample.
+  const sig = [S.range, st.merges, w, h, y0, y1, lines.length, S.events.length, S.hover ? S.hover.ts : ''].join('|');
+  if (!force && !S.hover && c._sig === sig && (to - c._to) / span * pw * dpr < 1) {
+    const vals = lines.map((l, li) => {
+      const v = lastValue(l);
+      return { label: l.label, color: COLORS[li % COLORS.length], text: unit.fmt(v === null ? NaN : v) };
+    });
+    renderLegend(def.id, vals, '', null);
+    graphLabel(c, def, vals, unit, y0, y1);
+    return lines.length > 0;
+  }
+  c._sig = sig; c._to = to;
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+  const g = c.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, cw, ch);
   const X = (t) => PAD.l + (t - from) / span * pw;
   const Y = (v) => PAD.t + ph - (Math.min(Math.max(v, y0), y1) - y0) / (y1 - y0) * ph;
-  const unit = UNITS[def.unit];
   const dim = css('--dim'), grid = css('--line');
   g.font = '11px system-ui, sans-serif';
   g.lineWidth = 1;
@@ -657,9 +673,7 @@ function drawGraph(def, st, to) {
     return { label: l.label, color: COLORS[li % COLORS.length], text: unit.fmt(v === null ? NaN : v) };
   });
   renderLegend(def.id, vals, S.hover ? fmtWhen(S.hover.ts, S.range) : '', hoverEvent);
-  const now = vals.map((v) => `${v.label} ${v.text}`).join(', ') || 'no data';
-  const label = `${def.title} over the last ${RANGE[S.range].label}: ${now}; scale ${unit.tick(y0)} to ${unit.tick(y1)}`;
-  if (c.getAttribute('aria-label') !== label) c.setAttribute('aria-label', label);
+  graphLabel(c, def, vals, unit, y0, y1);
   setData(c, 'yTicks', yTicks.map(unit.tick).join('|'));
   setData(c, 'xTicks', xTicks.map(tickLabel).join('|'));
   setData(c, 'from', String(from)); setData(c, 'to', String(to));
@@ -667,6 +681,13 @@ function drawGraph(def, st, to) {
   setData(c, 'events', String(marks.length));
   setData(c, 'lines', lines.map((l) => l.label).join('|'));
   return lines.length > 0;
+}
+
+/** The canvas's accessible label: what it shows, its values now and its scale. */
+function graphLabel(c, def, vals, unit, y0, y1) {
+  const now = vals.map((v) => `${v.label} ${v.text}`).join(', ') || 'no data';
+  const label = `${def.title} over the last ${RANGE[S.range].label}: ${now}; scale ${unit.tick(y0)} to ${unit.tick(y1)}`;
+  if (c.getAttribute('aria-label') !== label) c.setAttribute('aria-label', label);
 }
 
 function eventColor(e) {
@@ -916,16 +937,16 @@ function render() {
       (x.write_per_s === null ? '' : `W ${fmtBytes(x.write_per_s)}/s R ${fmtBytes(x.read_per_s)}/s · `)
         + `${fmtBytes(x.written_total)} written`, '']), false);
   }
-  if (graphs) renderGraphs(d);
+  if (graphs) renderGraphs(d, all);
   if (procs) { renderProcs(); renderServices(); renderContainers(); renderFleet(); }
   if (logs) renderLog();
 }
 
-function renderGraphs(d) {
+function renderGraphs(d, force) {
   const st = store(S.range);
   const to = Date.now() - skew;
   for (const def of GRAPHS) {
-    const any = drawGraph(def, st, to);
+    const any = drawGraph(def, st, to, force);
     // A card with nothing to show (no sensors, no interfaces, no disks) is hidden, not empty.
     if (def.id === 'temp') show('card-temp', any || !!(d && (d.pi || (d.fans && d.fans.length))));
     if (def.id === 'net') show('card-net', any || !!(d && d.network && d.network.length));

@@ -22,7 +22,7 @@ use smol::Async;
 use smol::future::FutureExt;
 
 use crate::lock::lock;
-use wire::{Builder, Data, Out, OutData, TYPE_A, TYPE_ANY, TYPE_PTR, TYPE_SRV, TYPE_TXT, same};
+use wire::{Builder, Data, TYPE_A, TYPE_ANY, TYPE_PTR, TYPE_SRV, TYPE_TXT, same};
 
 /// The mDNS group and port.
 pub const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
@@ -246,54 +246,11 @@ impl Mdns {
         let token = if self.token { "token=yes" } else { "token=no" };
         let ttl = |t: u32| if goodbye { 0 } else { t };
         let mut b = Builder::new(true);
-        b.record(
-            &Out {
-                name: &SERVICE,
-                ttl: ttl(TTL_OTHER),
-                data: OutData::Ptr(&inst),
-                unique: false,
-            },
-            false,
-        );
-        b.record(
-            &Out {
-                name: &SERVICES,
-                ttl: ttl(TTL_OTHER),
-                data: OutData::Ptr(&SERVICE),
-                unique: false,
-            },
-            false,
-        );
-        b.record(
-            &Out {
-                name: &inst,
-                ttl: ttl(TTL_HOST),
-                data: OutData::Srv {
-                    port: self.port,
-                    target: &host,
-                },
-                unique: true,
-            },
-            false,
-        );
-        b.record(
-            &Out {
-                name: &inst,
-                ttl: ttl(TTL_OTHER),
-                data: OutData::Txt(&[version, token]),
-                unique: true,
-            },
-            false,
-        );
-        b.record(
-            &Out {
-                name: &host,
-                ttl: ttl(TTL_HOST),
-                data: OutData::A(addr),
-                unique: true,
-            },
-            false,
-        );
+        b.ptr(&SERVICE, &inst, ttl(TTL_OTHER));
+        b.ptr(&SERVICES, &SERVICE, ttl(TTL_OTHER));
+        b.srv(&inst, self.port, &host, ttl(TTL_HOST));
+        b.txt(&inst, &[version, token], ttl(TTL_OTHER));
+        b.a(&host, addr, ttl(TTL_HOST));
         b.finish()
     }
 
@@ -620,46 +577,11 @@ mod tests {
         let inst = [instance, "_edgemon", "_tcp", "local"];
         let host = ["h", "local"];
         let mut b = Builder::new(true);
-        b.record(
-            &Out {
-                name: &SERVICE,
-                ttl: 4500,
-                data: OutData::Ptr(&inst),
-                unique: false,
-            },
-            false,
-        );
-        b.record(
-            &Out {
-                name: &inst,
-                ttl: 120,
-                data: OutData::Srv {
-                    port,
-                    target: &host,
-                },
-                unique: true,
-            },
-            false,
-        );
-        b.record(
-            &Out {
-                name: &inst,
-                ttl: 120,
-                data: OutData::Txt(txt),
-                unique: true,
-            },
-            false,
-        );
+        b.ptr(&SERVICE, &inst, 4500);
+        b.srv(&inst, port, &host, 120);
+        b.txt(&inst, txt, 120);
         if let Some(a) = a {
-            b.record(
-                &Out {
-                    name: &host,
-                    ttl: 120,
-                    data: OutData::A(a),
-                    unique: true,
-                },
-                false,
-            );
+            b.a(&host, a, 120);
         }
         b.finish()
     }

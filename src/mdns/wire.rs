@@ -333,6 +333,37 @@ impl Builder {
         self.counts[if additional { 3 } else { 1 }] += 1;
     }
 
+    /// An answer record.
+    fn answer(&mut self, name: &[&str], ttl: u32, data: OutData<'_>, unique: bool) {
+        let r = Out {
+            name,
+            ttl,
+            data,
+            unique,
+        };
+        self.record(&r, false);
+    }
+
+    /// An answer: a shared PTR record, `name` to `to`.
+    pub fn ptr(&mut self, name: &[&str], to: &[&str], ttl: u32) {
+        self.answer(name, ttl, OutData::Ptr(to), false);
+    }
+
+    /// An answer: a unique SRV record, `name` at `target` port `port`.
+    pub fn srv(&mut self, name: &[&str], port: u16, target: &[&str], ttl: u32) {
+        self.answer(name, ttl, OutData::Srv { port, target }, true);
+    }
+
+    /// An answer: a unique TXT record.
+    pub fn txt(&mut self, name: &[&str], strings: &[&str], ttl: u32) {
+        self.answer(name, ttl, OutData::Txt(strings), true);
+    }
+
+    /// An answer: a unique A record.
+    pub fn a(&mut self, name: &[&str], ip: Ipv4Addr, ttl: u32) {
+        self.answer(name, ttl, OutData::A(ip), true);
+    }
+
     /// The message's bytes.
     pub fn finish(mut self) -> Vec<u8> {
         for (i, c) in self.counts.iter().enumerate() {
@@ -495,18 +526,7 @@ mod tests {
         assert_eq!(parse(&b), Err("a TXT string past its record"));
         // Every prefix of a good message is refused or read, never a panic.
         let mut q = Builder::new(true);
-        q.record(
-            &Out {
-                name: &["x", "local"],
-                ttl: 1,
-                data: OutData::Srv {
-                    port: 1,
-                    target: &["y", "local"],
-                },
-                unique: true,
-            },
-            false,
-        );
+        q.srv(&["x", "local"], 1, &["y", "local"], 1);
         let full = q.finish();
         for n in 0..full.len() {
             assert!(parse(&full[..n]).is_err(), "{n}");

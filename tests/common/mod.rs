@@ -22,6 +22,17 @@ use smol::stream::StreamExt;
 /// A WebSocket client over a smol TCP stream.
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// Flags for daemons of a fleet in tests: peers answer pings within a second here, so offline
+/// must follow within ping + pong; hubs linger a second.
+pub const FAST: [&str; 6] = [
+    "--ping-interval",
+    "1s",
+    "--pong-timeout",
+    "1s",
+    "--hub-linger",
+    "1s",
+];
+
 /// A config for tests: loopback, port 0, short linger, no mDNS, everything else default.
 pub fn config() -> Config {
     Config {
