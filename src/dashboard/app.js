@@ -581,6 +581,9 @@ function drawGraph(def, st, to, force) {
     });
     renderLegend(def.id, vals, '', null);
     graphLabel(c, def, vals, unit, y0, y1);
+    // The time the pointer maps to follows the clock (the picture is less than a pixel behind):
+    // the newest samples are within the plot for the crosshair.
+    setData(c, 'from', String(from)); setData(c, 'to', String(to));
     return lines.length > 0;
   }
   c._sig = sig; c._to = to;
