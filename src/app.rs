@@ -343,10 +343,7 @@ fn start_mdns(
     if !config.mdns {
         return None;
     }
-    let std::net::SocketAddr::V4(listen) = config.listen else {
-        return None;
-    };
-    crate::mdns::announces_on(config.listen)?;
+    let listen = crate::mdns::announces_on(config.listen)?;
     let hostname = AllowedHosts::system_hostname().unwrap_or_default();
     match crate::mdns::Mdns::new(listen, &hostname, config.token.is_some()) {
         Ok(m) => {

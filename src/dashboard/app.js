@@ -575,10 +575,7 @@ function drawGraph(def, st, to, force) {
   // changed. Its legend and label still follow every sample.
   const sig = [S.range, st.merges, w, h, y0, y1, lines.length, S.events.length, S.hover ? S.hover.ts : ''].join('|');
   if (!force && !S.hover && c._sig === sig && (to - c._to) / span * pw * dpr < 1) {
-    const vals = lines.map((l, li) => {
-      const v = lastValue(l);
-      return { label: l.label, color: COLORS[li % COLORS.length], text: unit.fmt(v === null ? NaN : v) };
-    });
+    const vals = legendValues(lines, unit, -1);
     renderLegend(def.id, vals, '', null);
     graphLabel(c, def, vals, unit, y0, y1);
     // The time the pointer maps to follows the clock (the picture is less than a pixel behind):
@@ -671,10 +668,7 @@ function drawGraph(def, st, to, force) {
   }
   g.restore();
   // Legend with the current (or hovered) value of each line; the same words label the canvas.
-  const vals = lines.map((l, li) => {
-    const v = hoverIdx >= 0 ? l.mean[hoverIdx] : lastValue(l);
-    return { label: l.label, color: COLORS[li % COLORS.length], text: unit.fmt(v === null ? NaN : v) };
-  });
+  const vals = legendValues(lines, unit, hoverIdx);
   renderLegend(def.id, vals, S.hover ? fmtWhen(S.hover.ts, S.range) : '', hoverEvent);
   graphLabel(c, def, vals, unit, y0, y1);
   setData(c, 'yTicks', yTicks.map(unit.tick).join('|'));
@@ -684,6 +678,14 @@ function drawGraph(def, st, to, force) {
   setData(c, 'events', String(marks.length));
   setData(c, 'lines', lines.map((l) => l.label).join('|'));
   return lines.length > 0;
+}
+
+/** Each line's legend entry: its value at `idx` (the crosshair's), or its latest with -1. */
+function legendValues(lines, unit, idx) {
+  return lines.map((l, li) => {
+    const v = idx >= 0 ? l.mean[idx] : lastValue(l);
+    return { label: l.label, color: COLORS[li % COLORS.length], text: unit.fmt(v === null ? NaN : v) };
+  });
 }
 
 /** The canvas's accessible label: what it shows, its values now and its scale. */

@@ -137,6 +137,10 @@ pub async fn watch(
     let mut listener = changed.listen();
     let mut due = Instant::now();
     let mut last = None::<Instant>;
+    // Soon after a change, but not more often than every PUBLISH_GAP.
+    let soon = |due: Instant, last: Option<Instant>| {
+        due.min(last.map_or(Instant::now(), |t| t + PUBLISH_GAP))
+    };
     loop {
         let wake = async {
             (&mut followers).await;
@@ -171,8 +175,7 @@ pub async fn watch(
             }
             Wake::Changed => {
                 listener = changed.listen();
-                // Soon, but not more often than every PUBLISH_GAP.
-                due = due.min(last.map_or(Instant::now(), |t| t + PUBLISH_GAP));
+                due = soon(due, last);
             }
             Wake::Found(found) => {
                 let address = found.address.to_string();
@@ -194,7 +197,7 @@ pub async fn watch(
                 lock(&b).name = Some(found.name);
                 followers.push(follower(&b, &untrusted));
                 boards.push(b);
-                due = due.min(last.map_or(Instant::now(), |t| t + PUBLISH_GAP));
+                due = soon(due, last);
             }
         }
     }

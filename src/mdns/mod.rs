@@ -12,7 +12,7 @@
 pub mod wire;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -162,9 +162,9 @@ pub struct Mdns {
 
 /// Whether the daemon announces at all on `listen`: an IPv4 address that is not loopback
 /// (unspecified: every interface). IPv6 listen addresses are not announced (this is IPv4 mDNS).
-pub fn announces_on(listen: SocketAddr) -> Option<Ipv4Addr> {
-    match listen.ip() {
-        IpAddr::V4(ip) if !ip.is_loopback() => Some(ip),
+pub fn announces_on(listen: SocketAddr) -> Option<SocketAddrV4> {
+    match listen {
+        SocketAddr::V4(v4) if !v4.ip().is_loopback() => Some(v4),
         _ => None,
     }
 }
