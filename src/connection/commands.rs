@@ -131,15 +131,17 @@ impl Session {
             Err(e) => return self.invalid(&e.to_string(), Some(topic)),
         };
         // Taken after subscribing, so nothing published in between is missed; overlap is skipped by seq.
+        // Boxed: inlined, these reads (a file, the journal, a container engine) would be part
+        // of every connection's task for its whole life (see `a_connection_task_stays_small`).
         let backfill = match after {
             // A resume sends only what the client lacks: from the ring always, from the source
             // (up to 1 MiB) at most once per topic per BACKFILL_AGAIN_AFTER.
             Some(pos) => {
                 let may_read = self.may_backfill(topic, Instant::now());
-                self.app.topics.resume(topic, pos, may_read).await
+                Box::pin(self.app.topics.resume(topic, pos, may_read)).await
             }
             None => {
-                let mut b = self.app.topics.backfill(topic).await;
+                let mut b = Box::pin(self.app.topics.backfill(topic)).await;
                 if b.frames.is_empty()
                     && let Some(last) = sub.hub().last_frame()
                 {

@@ -469,3 +469,34 @@ impl Session {
         self.send_all(replies).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection's task is one allocation of its future's size, for as long as it is
+    /// open, so what a rare command awaits (a log resume that reads a file, the journal or a
+    /// container engine) must be boxed, not inlined: inlined, the container engine's reads
+    /// made each task 11.7 KB and an idle WebSocket cost 15 KiB of RSS instead of 6.6.
+    #[test]
+    fn a_connection_task_stays_small() {
+        let ex = Arc::new(smol::Executor::new());
+        let (_stop, shutdown) = async_channel::bounded::<()>(1);
+        let config = crate::config::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            mdns: false,
+            ..Default::default()
+        };
+        let app = App::new(config, &ex, shutdown).expect("the app starts");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let stream = TcpStream::try_from(server).unwrap();
+        let slot = app.limits.try_acquire(peer).expect("a slot");
+        let task = serve(app, stream, Vec::new(), slot, None);
+        let size = std::mem::size_of_val(&task);
+        drop((task, client));
+        // 2.6 KB in a test build, 2.9 KB in a release build.
+        assert!(size <= 4096, "a connection's task is {size} bytes");
+    }
+}
