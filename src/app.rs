@@ -240,7 +240,10 @@ async fn count_failed_units(sampler: Weak<Sampler>) {
         if due {
             let (count, why) = crate::services::failed_count().await;
             if let Some(why) = why.filter(|_| !said) {
-                log::info!("services: systemd units cannot be read: {why}");
+                log::info!(
+                    "services: systemd units cannot be read: {why}{}",
+                    crate::services::hint(&why)
+                );
                 said = true;
             }
             match sampler.upgrade() {

@@ -292,6 +292,19 @@ pub fn count_of(r: &Reading) -> Count {
     }
 }
 
+/// What to do about `why`, for the log, where systemctl's own words do not say it.
+pub fn hint(why: &str) -> &'static str {
+    // dbus-daemon drops a client whose uid it cannot resolve, and systemd starts it unable to
+    // resolve dynamic users (SYSTEMD_NSS_DYNAMIC_BYPASS=1): a `DynamicUser=yes` unit without a
+    // static user of its name (packaging/edgemon.sysusers) reads this.
+    if why.contains("Transport endpoint is not connected") {
+        " (the system bus dropped the daemon's connection: under DynamicUser=yes it needs a \
+         static user of the unit's name, as /usr/lib/sysusers.d/edgemon.conf makes)"
+    } else {
+        ""
+    }
+}
+
 /// Where systemd marks a host it booted (sd_booted(3) checks the same): without it, systemctl
 /// can only fail.
 pub const BOOTED_MARK: &str = "/run/systemd/system";
@@ -374,6 +387,50 @@ mod tests {
             }
         );
         assert_eq!((u[1].load.as_str(), u[1].since), ("not-found", None));
+    }
+
+    #[test]
+    fn what_systemd_252_printed_is_read() {
+        // tests/fixtures/systemd-252/SOURCES.md: recorded from a booted systemd 252.
+        let units = parse_show(include_str!("../tests/fixtures/systemd-252/show.txt"));
+        let got: Vec<_> = units
+            .iter()
+            .map(|u| (u.unit.as_str(), u.active.as_str(), u.restarts, u.since))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "systemd-journald.service",
+                    "active",
+                    Some(0),
+                    Some(1_796_592_976_000)
+                ),
+                (
+                    "uploader.service",
+                    "active",
+                    Some(4),
+                    Some(1_796_593_003_000)
+                ),
+                ("nope.service", "inactive", Some(0), None),
+            ]
+        );
+        let failed = parse_failed(include_str!("../tests/fixtures/systemd-252/failed.json"));
+        assert_eq!(failed.map(|f| f.len()), Ok(2));
+        assert_eq!(
+            parse_count(include_str!("../tests/fixtures/systemd-252/count.txt")),
+            Some(2)
+        );
+        assert_eq!(parse_failed("[]\n").map(|f| f.len()), Ok(0));
+    }
+
+    #[test]
+    fn a_refused_bus_gets_a_hint_and_nothing_else_does() {
+        assert!(
+            hint("Failed to get properties: Transport endpoint is not connected")
+                .contains("sysusers.d")
+        );
+        assert_eq!(hint("systemd is not running (no /run/systemd/system)"), "");
     }
 
     #[test]
