@@ -140,7 +140,10 @@ impl Scanner {
         self.sys.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,
+            // Not the threads: sysinfo lists every /proc/PID/task and reads each thread's
+            // files as well, which was most of a scan's cost (the list leaves threads out).
             ProcessRefreshKind::nothing()
+                .without_tasks()
                 .with_cpu()
                 .with_memory()
                 .with_cmd(UpdateKind::OnlyIfNotSet)
