@@ -54,7 +54,9 @@ pub fn first_quiet_sample(srv: &ServerHandle) {
     within(20, async {
         // The sampler has no event for "a sample exists" but its listener, which would count
         // as someone watching: poll instead, briefly.
-        while srv.app.sampler.latest_data().is_none() {
+        // Both: the sampler stores the data a moment before it adds the sample to the ring,
+        // and /api/system answers 503 until it has both (a test here raced that once).
+        while srv.app.sampler.latest_data().is_none() || srv.app.sampler.latest().is_none() {
             smol::Timer::after(Duration::from_millis(50)).await;
         }
     });
