@@ -18,7 +18,7 @@ pub struct Own {
 
 /// Clock ticks per second of `/proc/*/stat` times. USER_HZ is 100 on every Linux architecture's
 /// userspace ABI (the kernel converts), so no sysconf call is needed.
-const TICKS_PER_SEC: f64 = 100.0;
+pub(super) const TICKS_PER_SEC: f64 = 100.0;
 
 /// Turns CPU tick counters into a percentage between readings.
 #[derive(Debug, Default)]

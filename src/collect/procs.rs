@@ -184,13 +184,6 @@ fn status_uid(status: &str) -> Option<u32> {
         .and_then(|u| u.parse().ok())
 }
 
-/// `write_bytes` from an `io` file.
-fn io_written(io: &str) -> Option<u64> {
-    io.lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// A command line as `cmdline` holds it (arguments ended by NUL), joined with spaces.
 fn cmdline(raw: &[u8]) -> String {
     raw.split(|b| *b == 0)
@@ -206,7 +199,6 @@ struct Row {
     name: String,
     state: u8,
     uid: Option<u32>,
-    cmd: String,
     cpu: f32,
     rss: u64,
     written: Option<u64>,
@@ -226,8 +218,6 @@ pub struct Scanner {
     scanned: Instant,
     /// Whether a scan before the last one exists (write rates need two).
     primed: bool,
-    /// `USER_HZ`, the unit of `stat`'s times.
-    hz: f64,
     /// Bytes in a page (4 KiB; 16 KiB on a Pi 5's kernel).
     page: u64,
 }
@@ -243,22 +233,21 @@ impl Scanner {
             ),
             scanned: Instant::now(),
             primed: false,
-            hz: rustix::param::clock_ticks_per_second().max(1) as f64,
             page: rustix::param::page_size() as u64,
         };
-        std::fs::read_dir("/proc").ok()?;
-        s.read_all(0.0);
+        s.read_all(0.0)?;
         Some(s)
     }
 
     /// Reads every process; CPU % over `secs` (0: none yet). Processes that vanish between the
-    /// listing and their reads are skipped.
-    fn read_all(&mut self, secs: f64) -> Vec<Row> {
+    /// listing and their reads are skipped; `None` if /proc cannot be listed (the table is then
+    /// empty).
+    fn read_all(&mut self, secs: f64) -> Option<Vec<Row>> {
         let mut rows = Vec::new();
         let mut seen = HashMap::with_capacity(self.seen.len());
         let Ok(dir) = std::fs::read_dir("/proc") else {
             self.seen = seen;
-            return rows;
+            return None;
         };
         for entry in dir.flatten() {
             let Some(pid) = entry
@@ -278,14 +267,14 @@ impl Scanner {
             if st.kernel_thread {
                 continue;
             }
-            let prev = self.seen.remove(&pid).filter(|p| p.start == st.start);
+            let mut prev = self.seen.remove(&pid).filter(|p| p.start == st.start);
             let uid = prev.as_ref().and_then(|p| p.uid).or_else(|| {
                 std::fs::read_to_string(format!("{path}/status"))
                     .ok()
                     .and_then(|t| status_uid(&t))
             });
-            let cmd = match &prev {
-                Some(p) if !p.cmd.is_empty() => p.cmd.clone(),
+            let cmd = match prev.as_mut().map(|p| std::mem::take(&mut p.cmd)) {
+                Some(known) if !known.is_empty() => known,
                 _ => std::fs::read(format!("{path}/cmdline"))
                     .map(|raw| cmdline(&raw))
                     .unwrap_or_default(),
@@ -295,10 +284,11 @@ impl Scanner {
                 .reads(uid)
                 .then(|| std::fs::read_to_string(format!("{path}/io")).ok())
                 .flatten()
-                .and_then(|t| io_written(&t));
+                .and_then(|t| super::own::parse_write_bytes(&t));
             let (cpu, delta) = match &prev {
                 Some(p) if secs > 0.0 => (
-                    (st.ticks.saturating_sub(p.ticks) as f64 / self.hz / secs * 100.0) as f32,
+                    (st.ticks.saturating_sub(p.ticks) as f64 / super::own::TICKS_PER_SEC / secs
+                        * 100.0) as f32,
                     written
                         .zip(p.written)
                         .map_or(0, |(now, then)| now.saturating_sub(then)),
@@ -310,7 +300,6 @@ impl Scanner {
                 name: st.name,
                 state: st.state,
                 uid,
-                cmd: cmd.clone(),
                 cpu,
                 rss: st.rss_pages.saturating_mul(self.page),
                 written,
@@ -328,14 +317,14 @@ impl Scanner {
             );
         }
         self.seen = seen;
-        rows
+        Some(rows)
     }
 
     /// Rescans: the `top` processes by CPU, then by memory, and the top writers.
     pub fn scan(&mut self, top: usize) -> Top {
         let before = std::mem::replace(&mut self.scanned, Instant::now());
         let secs = self.scanned.duration_since(before).as_secs_f64();
-        let mut procs = self.read_all(secs);
+        let mut procs = self.read_all(secs).unwrap_or_default();
         let rates = std::mem::replace(&mut self.primed, true) && secs > 0.0;
         procs.sort_unstable_by(|a, b| b.cpu.total_cmp(&a.cpu).then(b.rss.cmp(&a.rss)));
         let mut writers: Vec<&Row> = procs
@@ -359,7 +348,7 @@ impl Scanner {
             Proc {
                 pid: p.pid,
                 name: p.name.clone(),
-                cmd: truncate(&p.cmd),
+                cmd: truncate(self.seen.get(&p.pid).map_or("", |s| s.cmd.as_str())),
                 user: p
                     .uid
                     .map(|u| {
@@ -455,7 +444,9 @@ mod tests {
         );
         assert_eq!(status_uid("Name:\tx\n"), None);
         assert_eq!(
-            io_written("rchar: 1\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n"),
+            super::super::own::parse_write_bytes(
+                "rchar: 1\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n"
+            ),
             Some(4096)
         );
         assert_eq!(cmdline(b"sleep\x005\x00"), "sleep 5");
