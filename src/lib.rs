@@ -69,6 +69,7 @@ pub(crate) mod sampler;
 pub mod server;
 pub(crate) mod services;
 pub(crate) mod snapshot;
+pub(crate) mod spread;
 pub mod topics;
 pub(crate) mod trim;
 pub(crate) mod upgrade;
